@@ -1,0 +1,67 @@
+"""The exported inference artifact: ``model.pt`` (a state dict) + ``model.json``.
+
+Serving loads only this directory: it never needs Lightning, Hydra or a checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from bincount.data.abid import DataError, write_json_atomic
+from bincount.models.backbone import build_resnet
+
+WEIGHTS_FILE = "model.pt"
+SPEC_FILE = "model.json"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a server needs besides the weights: how to build the net and feed it."""
+
+    arch: str
+    image_size: int
+    mean: list[float]
+    std: list[float]
+    counts: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    name: str = "bincount"
+    version: str = "0"
+
+    def count_of(self, class_index: int) -> int:
+        return self.counts[class_index]
+
+
+def export_model(net: nn.Module, spec: ModelSpec, model_dir: Path) -> Path:
+    """Write weights and spec; each file goes to a temporary name first."""
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    tmp = model_dir / f".{WEIGHTS_FILE}.tmp"
+    torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, tmp)
+    tmp.replace(model_dir / WEIGHTS_FILE)
+    write_json_atomic(model_dir / SPEC_FILE, asdict(spec))
+    return model_dir
+
+
+def load_spec(model_dir: Path) -> ModelSpec:
+    path = Path(model_dir) / SPEC_FILE
+    if not path.is_file():
+        raise DataError(f"{path} is missing: expected an exported model directory")
+    try:
+        return ModelSpec(**json.loads(path.read_text()))
+    except (json.JSONDecodeError, TypeError) as err:
+        raise DataError(f"{path}: not a model spec ({err})") from err
+
+
+def load_model(model_dir: Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, ModelSpec]:
+    """Rebuild the net from ``model.json`` and load ``model.pt`` with ``weights_only=True``."""
+    spec = load_spec(model_dir)
+    weights = Path(model_dir) / WEIGHTS_FILE
+    if not weights.is_file():
+        raise DataError(f"{weights} is missing: expected the exported weights")
+    net = build_resnet(spec.arch, num_classes=len(spec.counts), pretrained=False)
+    net.load_state_dict(torch.load(weights, map_location=map_location, weights_only=True))
+    return net.eval(), spec
