@@ -1,0 +1,66 @@
+"""Bin photos as a torch Dataset. A corrupt or truncated JPEG is skipped (with a warning that
+names it), never fatal: ``__getitem__`` returns None and :func:`collate_bins` drops it."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, default_collate
+
+# Pillow raises these for a file that is not a whole, decodable image.
+UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+def load_rgb(path: Path) -> Image.Image:
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+class BinImageDataset(Dataset):
+    """``(image_id, count)`` pairs read from ``<images_dir>/<id>.jpg``.
+
+    Items are dicts ``{"image": tensor, "label": class index, "id": str}``; the class index
+    of a count is its position in ``counts``.
+    """
+
+    def __init__(
+        self,
+        items: Sequence[tuple[str, int]],
+        images_dir: Path,
+        transform: Callable[[Image.Image], torch.Tensor],
+        counts: Sequence[int] = (1, 2, 3, 4, 5),
+    ) -> None:
+        self.items = list(items)
+        self.images_dir = Path(images_dir)
+        self.transform = transform
+        self.class_of = {count: index for index, count in enumerate(counts)}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def path(self, index: int) -> Path:
+        return self.images_dir / f"{self.items[index][0]}.jpg"
+
+    def __getitem__(self, index: int) -> dict[str, Any] | None:
+        image_id, count = self.items[index]
+        try:
+            image = load_rgb(self.path(index))
+        except UNREADABLE as err:
+            warnings.warn(f"skipping unreadable image {self.path(index)}: {err}", stacklevel=2)
+            return None
+        return {"image": self.transform(image), "label": self.class_of[count], "id": image_id}
+
+
+def collate_bins(batch: list[dict[str, Any] | None]) -> dict[str, Any]:
+    """Stack the readable items; ``skipped`` counts the unreadable ones in this batch."""
+    good = [item for item in batch if item is not None]
+    skipped = len(batch) - len(good)
+    if not good:
+        return {"image": torch.empty(0), "label": torch.empty(0, dtype=torch.long), "id": [],
+                "skipped": skipped}
+    return {**default_collate(good), "skipped": skipped}

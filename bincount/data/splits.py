@@ -1,0 +1,106 @@
+"""The split manifest: stratified by count, seeded, written once beside the data."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bincount.data.abid import DataError, read_file_list, write_json_atomic
+
+MANIFEST = "splits.json"
+SPLITS = ("train", "val", "test")
+
+
+def file_checksum(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def stratified_split(
+    labels: dict[str, int], ratios: Sequence[float], seed: int
+) -> dict[str, str]:
+    """Assign every id to train/val/test so each count keeps the same proportions."""
+    if len(ratios) != len(SPLITS) or any(r < 0 for r in ratios) or abs(sum(ratios) - 1) > 1e-6:
+        raise DataError(f"split ratios must be three non-negative numbers summing to 1, got {ratios}")
+    rng = random.Random(seed)
+    assignment: dict[str, str] = {}
+    for count in sorted(set(labels.values())):
+        ids = sorted(i for i, c in labels.items() if c == count)
+        rng.shuffle(ids)
+        n_train = round(len(ids) * ratios[0])
+        n_val = round(len(ids) * ratios[1])
+        for position, image_id in enumerate(ids):
+            split = "train" if position < n_train else "val" if position < n_train + n_val else "test"
+            assignment[image_id] = split
+    return assignment
+
+
+def build_manifest(file_list: Path, ratios: Sequence[float], seed: int) -> dict[str, Any]:
+    labels = read_file_list(file_list)
+    assignment = stratified_split(labels, ratios, seed)
+    return {
+        "file_list": Path(file_list).name,
+        "file_list_sha256": file_checksum(file_list),
+        "seed": seed,
+        "ratios": [float(r) for r in ratios],
+        "images": [
+            {"id": image_id, "count": labels[image_id], "split": assignment[image_id]}
+            for image_id in sorted(labels)
+        ],
+    }
+
+
+def ensure_manifest(
+    data_dir: Path,
+    ratios: Sequence[float],
+    seed: int,
+    file_list: Path | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``<data_dir>/splits.json`` once; reuse it while its inputs are unchanged.
+
+    A manifest made from another file list, seed or ratios is never replaced silently:
+    that raises DataError unless ``overwrite`` is set.
+    """
+    data_dir = Path(data_dir)
+    file_list = Path(file_list) if file_list else data_dir / "file_list.json"
+    path = data_dir / MANIFEST
+    wanted = build_manifest(file_list, ratios, seed)
+    if path.exists() and not overwrite:
+        existing = load_manifest(path)
+        keys = ("file_list_sha256", "seed", "ratios")
+        changed = [k for k in keys if existing.get(k) != wanted[k]]
+        if changed:
+            raise DataError(
+                f"{path} was made with other inputs ({', '.join(changed)} differ); "
+                "refusing to re-split silently. Pass prepare.overwrite_splits=true "
+                "(or data.overwrite_splits=true) to write a new split."
+            )
+        return path
+    write_json_atomic(path, wanted)
+    return path
+
+
+def load_manifest(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not valid JSON ({err})") from err
+    images = manifest.get("images") if isinstance(manifest, dict) else None
+    if not isinstance(images, list):
+        raise DataError(f"{path}: expected an object with an 'images' list")
+    for n, entry in enumerate(images):
+        if not {"id", "count", "split"} <= set(entry) or entry["split"] not in SPLITS:
+            raise DataError(
+                f"{path}: images[{n}] must have id, count and split (one of {SPLITS}), got {entry}"
+            )
+    return manifest
+
+
+def split_ids(manifest: dict[str, Any], split: str) -> list[tuple[str, int]]:
+    """``[(image_id, count), ...]`` of one split, in manifest order."""
+    return [(str(e["id"]), int(e["count"])) for e in manifest["images"] if e["split"] == split]
