@@ -10,10 +10,12 @@ import torch
 from torch import nn
 from torchvision import models
 
+from bincount.errors import BincountError
+
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 
 
-class PretrainedWeightsUnavailable(RuntimeError):
+class PretrainedWeightsUnavailable(BincountError, RuntimeError):
     """The ImageNet weights are neither in the torch hub cache nor downloadable."""
 
 
@@ -26,7 +28,7 @@ def weights_path(arch: str) -> str:
 def build_resnet(arch: str, num_classes: int, pretrained: bool) -> nn.Module:
     """A torchvision ResNet whose final layer maps to ``num_classes`` counts."""
     if arch not in RESNETS:
-        raise ValueError(f"model.arch must be one of {', '.join(RESNETS)}, got {arch!r}")
+        raise BincountError(f"model.arch must be one of {', '.join(RESNETS)}, got {arch!r}")
     if not pretrained:
         return models.get_model(arch, weights=None, num_classes=num_classes)
     weights = models.get_model_weights(arch).DEFAULT

@@ -1,0 +1,38 @@
+"""``name=<float>`` lines on stdout, the format SageMaker metric definitions parse."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+# The regexes the SageMaker estimator and tuner read these lines with.
+METRIC_REGEX = r"{name}=([-+0-9.eE]+|nan|inf)"
+
+
+def metric_definitions(names: Sequence[str]) -> list[dict[str, str]]:
+    return [{"Name": name, "Regex": METRIC_REGEX.format(name=name)} for name in names]
+
+
+class MetricLines(pl.Callback):
+    """After every training epoch print e.g. ``val_loss=0.81234``; at the end the best
+    ``val_loss`` again, so the last value a parser sees is the run's objective."""
+
+    def __init__(self, names: Sequence[str] = ("train_loss", "val_loss", "val_acc")) -> None:
+        self.names = list(names)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero or trainer.sanity_checking:
+            return
+        metrics = trainer.callback_metrics
+        for name in self.names:
+            value = metrics.get(f"{name}_epoch", metrics.get(name))
+            if value is not None:
+                print(f"epoch={trainer.current_epoch} {name}={float(value):.6f}", flush=True)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        checkpoint = trainer.checkpoint_callback
+        if trainer.is_global_zero and isinstance(checkpoint, ModelCheckpoint):
+            if checkpoint.best_model_score is not None:
+                print(f"best val_loss={float(checkpoint.best_model_score):.6f}", flush=True)

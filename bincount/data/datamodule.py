@@ -1,0 +1,116 @@
+"""The LightningDataModule: stratified train/val/test splits of an ABID-layout directory."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from bincount.data.abid import FILE_LIST, IMAGES, DataError
+from bincount.data.dataset import BinImageDataset, collate_bins
+from bincount.data.splits import MANIFEST, SPLITS, ensure_manifest, load_manifest, split_ids
+from bincount.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
+
+
+class DataNotFoundError(DataError):
+    """The data directory has no ABID data in it."""
+
+
+class BinDataModule(pl.LightningDataModule):
+    """Reads ``<data_dir>/{images,metadata}/``, ``file_list.json`` and the split manifest.
+
+    With ``synthetic`` set (``per_class``, ``image_size``, ``seed``), ``prepare_data`` first renders
+    a synthetic set in the same layout, so both kinds of data take the same path from here on.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        counts: Sequence[int] = (1, 2, 3, 4, 5),
+        image_size: int = 224,
+        batch_size: int = 32,
+        num_workers: int = 2,
+        splits: Sequence[float] = (0.8, 0.1, 0.1),
+        seed: int = 42,
+        overwrite_splits: bool = False,
+        synthetic: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.data_dir = Path(data_dir)
+        self.counts = list(counts)
+        self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
+        self.datasets: dict[str, Dataset] = {}
+
+    def check_available(self) -> None:
+        """Fail at once, before any model is built, when there is no data to read."""
+        if not self.hparams.synthetic and not (self.data_dir / FILE_LIST).is_file():
+            raise DataNotFoundError(
+                f"no ABID data in {self.data_dir.resolve()} (expected {FILE_LIST}, images/ and "
+                "metadata/ there).\nDownload it with: python scripts/prepare_data.py "
+                f"paths.data_dir={self.data_dir}\n"
+                "or try the offline demo: python scripts/train.py experiment=demo"
+            )
+
+    def prepare_data(self) -> None:
+        """Runs on one process only: render synthetic data if asked, write the manifest once."""
+        if self.hparams.synthetic:
+            from bincount.data.synthetic import render_synthetic
+
+            render_synthetic(self.data_dir, counts=self.counts, **self.hparams.synthetic)
+        self.check_available()
+        ensure_manifest(
+            self.data_dir, self.hparams.splits, self.hparams.seed,
+            overwrite=self.hparams.overwrite_splits,
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        manifest = load_manifest(self.data_dir / MANIFEST)
+        images_dir = self.data_dir / IMAGES
+        size = self.hparams.image_size
+        for split in SPLITS:
+            items = [(i, c) for i, c in split_ids(manifest, split) if c in self.counts]
+            missing = [i for i, _ in items if not (images_dir / f"{i}.jpg").is_file()]
+            if missing:
+                warnings.warn(
+                    f"{len(missing)} {split} images listed in {self.data_dir / MANIFEST} are "
+                    f"missing from {images_dir} and are left out (first: {missing[:5]})",
+                    stacklevel=2,
+                )
+                absent = set(missing)
+                items = [item for item in items if item[0] not in absent]
+            if not items and split != "test":
+                raise DataError(f"the {split} split of {self.data_dir / MANIFEST} has no images")
+            transform = (train_transform if split == "train" else eval_transform)(
+                size, self.mean, self.std
+            )
+            self.datasets[split] = BinImageDataset(items, images_dir, transform, self.counts)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        workers = self.hparams.num_workers
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.hparams.batch_size,
+            shuffle=shuffle,
+            num_workers=workers,
+            # Not persistent: workers re-seeded every epoch keep a resumed run exact.
+            persistent_workers=False,
+            collate_fn=collate_bins,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

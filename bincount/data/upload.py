@@ -1,0 +1,132 @@
+"""Upload a prepared data directory to the user's bucket as a SageMaker training channel.
+
+Only the prepared set goes up: ``file_list.json``, ``splits.json`` and the photo and metadata of
+every listed id, under the same layout, so the channel directory SageMaker mounts is a data
+directory the DataModule reads as is. Objects already there with the same size and MD5 (ETag)
+are skipped. This is the one place that uses the user's own AWS credentials.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from bincount.data.abid import FILE_LIST, IMAGES, METADATA, DataError, read_file_list
+from bincount.data.splits import MANIFEST
+
+
+class UploadError(DataError):
+    """The upload could not be done (bad URI, no credentials, S3 refused)."""
+
+
+@dataclass(frozen=True)
+class UploadReport:
+    uri: str
+    uploaded: int
+    skipped: int
+    bytes: int
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/some/prefix`` -> ``("bucket", "some/prefix")`` (no trailing slash)."""
+    parsed = urlparse(str(uri))
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise UploadError(f"upload_to must look like s3://<bucket>/<prefix>, got {uri!r}")
+    return parsed.netloc, parsed.path.strip("/")
+
+
+def prepared_files(data_dir: Path) -> list[tuple[Path, str]]:
+    """``(local path, relative key)`` of everything a training channel needs."""
+    data_dir = Path(data_dir)
+    for name in (FILE_LIST, MANIFEST):
+        if not (data_dir / name).is_file():
+            raise UploadError(
+                f"{data_dir / name} is missing: run scripts/prepare_data.py first, "
+                "so there is a prepared set to upload"
+            )
+    files = [(data_dir / FILE_LIST, FILE_LIST), (data_dir / MANIFEST, MANIFEST)]
+    missing = []
+    for image_id in read_file_list(data_dir / FILE_LIST):
+        for sub, suffix in ((IMAGES, ".jpg"), (METADATA, ".json")):
+            path = data_dir / sub / f"{image_id}{suffix}"
+            if not path.is_file():
+                missing.append(str(path))
+            files.append((path, f"{sub}/{image_id}{suffix}"))
+    if missing:
+        raise UploadError(
+            f"{len(missing)} files listed in {data_dir / FILE_LIST} are missing "
+            f"(first: {missing[:3]}); re-run scripts/prepare_data.py to complete the set"
+        )
+    return files
+
+
+def _md5(path: Path) -> bytes:
+    return hashlib.md5(path.read_bytes(), usedforsecurity=False).digest()
+
+
+def _existing(client: Any, bucket: str, prefix: str) -> dict[str, tuple[int, str]]:
+    """``{key: (size, etag)}`` of the objects under ``prefix``."""
+    found: dict[str, tuple[int, str]] = {}
+    paginator = client.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket, Prefix=f"{prefix}/" if prefix else ""):
+        for obj in page.get("Contents", []):
+            found[obj["Key"]] = (int(obj["Size"]), str(obj["ETag"]).strip('"'))
+    return found
+
+
+def upload_prepared(
+    data_dir: Path, uri: str, client: Any, workers: int, progress: bool
+) -> UploadReport:
+    """Upload the prepared set under ``uri``; objects already there unchanged are skipped."""
+    bucket, prefix = parse_s3_uri(uri)
+    files = prepared_files(Path(data_dir))
+    try:
+        existing = _existing(client, bucket, prefix)
+    except NoCredentialsError as err:
+        raise UploadError(
+            "upload_to needs your AWS credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID/"
+            "AWS_SECRET_ACCESS_KEY or an instance role); none were found"
+        ) from err
+    except (ClientError, BotoCoreError) as err:
+        raise UploadError(f"cannot list s3://{bucket}/{prefix}: {err}") from err
+
+    def put(item: tuple[Path, str]) -> int:
+        path, relative = item
+        key = f"{prefix}/{relative}" if prefix else relative
+        digest = _md5(path)
+        size = path.stat().st_size
+        if existing.get(key) == (size, digest.hex()):
+            return -1
+        try:
+            with path.open("rb") as body:
+                client.put_object(
+                    Bucket=bucket, Key=key, Body=body,
+                    ContentMD5=base64.b64encode(digest).decode(),
+                )
+        except (ClientError, BotoCoreError) as err:
+            raise UploadError(f"uploading {path} to s3://{bucket}/{key} failed: {err}") from err
+        return size
+
+    uploaded = skipped = total = 0
+    columns = (TextColumn("upload"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, disable=not progress) as bar, ThreadPoolExecutor(
+        max_workers=max(1, int(workers))
+    ) as pool:
+        task = bar.add_task("upload", total=len(files))
+        for size in pool.map(put, files):
+            if size < 0:
+                skipped += 1
+            else:
+                uploaded += 1
+                total += size
+            bar.advance(task)
+    return UploadReport(f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}",
+                        uploaded, skipped, total)

@@ -1,0 +1,116 @@
+"""The LightningModule: a torchvision ResNet with a new head over the counts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bincount.data.splits import SPLITS
+from bincount.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from bincount.errors import BincountError
+from bincount.models.backbone import build_resnet
+from bincount.models.export import ModelSpec
+from bincount.models.metrics import CountMetrics
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
+
+
+class CountModule(pl.LightningModule):
+    def __init__(
+        self,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
+        arch: str = "resnet50",
+        pretrained: bool = True,
+        freeze_backbone: bool = False,
+        counts: Sequence[int] = (1, 2, 3, 4, 5),
+        image_size: int = 224,
+    ) -> None:
+        super().__init__()
+        # Hydra's _partial_ factories cannot be pickled, so they stay out of the checkpoint;
+        # a module loaded for evaluation needs none.
+        self.save_hyperparameters(logger=False, ignore=["optimizer", "scheduler"])
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.counts = list(counts)
+        self.net = build_resnet(arch, num_classes=len(self.counts), pretrained=pretrained)
+        if freeze_backbone:
+            for name, param in self.net.named_parameters():
+                param.requires_grad = name.startswith("fc.")
+        # Keys are not bare split names: "train" would shadow nn.Module.train.
+        self.metrics = nn.ModuleDict(
+            {f"{split}_metrics": CountMetrics(self.counts, split) for split in SPLITS}
+        )
+        self.val_batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+    def spec(self) -> ModelSpec:
+        """What serving needs to rebuild and feed this net."""
+        return ModelSpec(
+            arch=self.hparams.arch,
+            image_size=int(self.hparams.image_size),
+            mean=list(IMAGENET_MEAN),
+            std=list(IMAGENET_STD),
+            counts=self.counts,
+        )
+
+    def _step(self, batch: dict[str, Any], split: str) -> torch.Tensor | None:
+        images, labels = batch["image"], batch["label"]
+        if batch.get("skipped"):
+            self.log(f"{split}_skipped_images", float(batch["skipped"]), reduce_fx="sum",
+                     on_step=False, on_epoch=True, batch_size=1)
+        if len(labels) == 0:  # every image of the batch was unreadable
+            return None
+        logits = self(images)
+        loss = F.cross_entropy(logits, labels)
+        self.metrics[f"{split}_metrics"].update(logits.detach(), labels)
+        self.log(f"{split}_loss", loss, on_step=split == "train", on_epoch=True,
+                 prog_bar=True, batch_size=len(labels), sync_dist=split != "train")
+        if split == "val" and self.val_batch is None:
+            self.val_batch = (images.detach().cpu(), labels.cpu(), logits.detach().cpu())
+        return loss
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def on_validation_epoch_start(self) -> None:
+        # Keep the first validation batch (images, labels, logits) for the figures callback.
+        self.val_batch = None
+
+    def _end_epoch(self, split: str) -> None:
+        # compute() already syncs metric states across processes; sync_dist only averages
+        # equal values (and tells Lightning the values are global).
+        self.log_dict(self.metrics[f"{split}_metrics"].compute(), sync_dist=True)
+        self.metrics[f"{split}_metrics"].reset()
+
+    def on_train_epoch_end(self) -> None:
+        self._end_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._end_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._end_epoch("test")
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        params = [p for p in self.parameters() if p.requires_grad]
+        if self.optimizer_factory is None:
+            raise BincountError("model.optimizer is not set: training needs an optimizer")
+        optimizer = self.optimizer_factory(params=params)
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}

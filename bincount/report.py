@@ -1,0 +1,56 @@
+"""The results table printed at the end of training and evaluation, and metrics.json."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from bincount.data.abid import write_json_atomic
+
+SUMMARY = ("acc", "rmse", "mae", "within1_acc", "loss")
+
+
+def collect_metrics(
+    results: Mapping[str, Mapping[str, float]], counts: Sequence[int]
+) -> dict[str, Any]:
+    """Flatten ``{"val": {...}, "test": {...}}`` as returned by Lightning into metrics.json form:
+    ``val_loss``, ``test_acc``, ... and ``<split>_per_class_acc = {"1": acc, ...}``."""
+    metrics: dict[str, Any] = {}
+    for split, values in results.items():
+        for key in SUMMARY:
+            if f"{split}_{key}" in values:
+                metrics[f"{split}_{key}"] = float(values[f"{split}_{key}"])
+        metrics[f"{split}_per_class_acc"] = {
+            str(c): float(values[f"{split}_acc_count{c}"])
+            for c in counts
+            if f"{split}_acc_count{c}" in values
+        }
+    return metrics
+
+
+def write_metrics(path: Path, metrics: Mapping[str, Any]) -> None:
+    write_json_atomic(Path(path), dict(metrics))
+
+
+def print_results(metrics: Mapping[str, Any], where: Mapping[str, Any] | None = None) -> None:
+    splits = [s for s in ("val", "test") if f"{s}_acc" in metrics]
+    table = Table(title="bincount results")
+    table.add_column("metric")
+    for split in splits:
+        table.add_column(split, justify="right")
+    for key in SUMMARY:
+        table.add_row(key, *(f"{metrics.get(f'{s}_{key}', float('nan')):.4f}" for s in splits))
+    counts = sorted({c for s in splits for c in metrics.get(f"{s}_per_class_acc", {})}, key=int)
+    for count in counts:
+        table.add_row(
+            f"acc (count {count})",
+            *(f"{metrics[f'{s}_per_class_acc'].get(count, float('nan')):.4f}" for s in splits),
+        )
+    console = Console(width=100)
+    console.print(table)
+    for name, location in (where or {}).items():
+        console.print(f"{name}: {location}", soft_wrap=True)

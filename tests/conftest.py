@@ -1,0 +1,100 @@
+"""Shared fixtures: one composed config (tiny sizes) reused by every training test, the real
+ABID sample, and an ABID-layout directory made from it."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+from bincount.config import trusted_targets
+from bincount.data.abid import read_metadata, write_file_list
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT.parent / "shared" / "abid" / "sample"
+
+# Small enough for 2 CPU cores: 32 px inputs, resnet18, a few batches per epoch.
+TINY = [
+    "data=synthetic",
+    "data.synthetic.per_class=12",
+    "data.synthetic.image_size=48",
+    "data.image_size=32",
+    "data.batch_size=8",
+    "data.num_workers=0",
+    "model.arch=resnet18",
+    "model.pretrained=false",
+    "trainer=cpu",
+    "trainer.max_epochs=2",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "trainer.log_every_n_steps=1",
+]
+
+
+@pytest.fixture(autouse=True)
+def _trusted_targets() -> Iterator[None]:
+    """Tests instantiate configs as the scripts do: only trusted `_target_`s."""
+    with trusted_targets():
+        yield
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Synthetic sets rendered once per session and shared by the tests."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path, cache_dir: Path) -> Callable[..., DictConfig]:
+    """Compose ``conf/<name>.yaml`` with the tiny overrides, writing under tmp_path."""
+
+    def _make(*overrides: str, name: str = "train", tiny: bool = True) -> DictConfig:
+        with initialize_config_dir(str(ROOT / "conf"), version_base=None):
+            cfg = compose(
+                name,
+                overrides=[
+                    f"paths.root_dir={tmp_path}",
+                    f"paths.cache_dir={cache_dir}",
+                    f"paths.output_dir={tmp_path / 'run'}",
+                    *(TINY if tiny else []),
+                    *overrides,
+                ],
+            )
+        with open_dict(cfg):
+            cfg.pop("hydra", None)
+        return cfg
+
+    return _make
+
+
+@pytest.fixture
+def cfg(make_cfg: Callable[..., DictConfig]) -> DictConfig:
+    return make_cfg()
+
+
+@pytest.fixture(scope="session")
+def sample_dir() -> Path:
+    if not (SAMPLE / "images").is_dir():
+        pytest.skip(f"the real ABID sample is absent ({SAMPLE})")
+    return SAMPLE
+
+
+@pytest.fixture(scope="session")
+def abid_dir(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An ABID-layout data dir of the real sample photos with 1-5 items."""
+    out = tmp_path_factory.mktemp("abid")
+    (out / "images").mkdir()
+    (out / "metadata").mkdir()
+    labels: dict[str, int] = {}
+    for path in sorted((sample_dir / "metadata").glob("*.json")):
+        meta = read_metadata(path)
+        if 1 <= meta.expected_quantity <= 5:
+            labels[meta.image_id] = meta.expected_quantity
+            shutil.copy(sample_dir / "images" / f"{meta.image_id}.jpg", out / "images")
+            shutil.copy(path, out / "metadata")
+    write_file_list(out / "file_list.json", labels)
+    return out

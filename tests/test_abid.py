@@ -1,0 +1,76 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from bincount.data.abid import DataError, parse_metadata, read_file_list, read_metadata
+
+FILE_LIST = Path(__file__).resolve().parents[2] / "shared" / "abid" / "file_list.json"
+
+
+def test_every_real_sample_metadata_parses(sample_dir: Path) -> None:
+    paths = sorted((sample_dir / "metadata").glob("*.json"))
+    metas = [read_metadata(p) for p in paths]
+    assert len(metas) == 400
+    assert metas[0].image_id == "00001"  # ids stay strings, zero padding kept
+    assert metas[0].expected_quantity == 12
+    assert {item.asin for item in metas[0].items} == {"B000C33MI2", "B0050Z27KG", "B01BV89HNU"}
+    assert all(m.items_quantity in (None, m.expected_quantity) for m in metas)
+
+
+def test_nulls_and_missing_fields_are_tolerated() -> None:
+    meta = parse_metadata(
+        {
+            "EXPECTED_QUANTITY": 3,
+            "BIN_FCSKU_DATA": {
+                "A1": {"asin": "A1", "quantity": 2, "name": None, "height": None,
+                       "weight": {"unit": "pounds", "value": None}},
+                "A2": {"quantity": 1},
+            },
+        },
+        image_id="01000",
+    )
+    assert meta.image_id == "01000"
+    assert [item.asin for item in meta.items] == ["A1", "A2"]
+    assert meta.items[0].height_in is None and meta.items[0].weight_lb is None
+    assert meta.consistent
+
+
+def test_label_that_disagrees_with_the_items_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "42.json"
+    path.write_text(json.dumps({"EXPECTED_QUANTITY": 3, "BIN_FCSKU_DATA": {"X": {"quantity": 5}}}))
+    with pytest.warns(UserWarning, match=r"42.json: EXPECTED_QUANTITY is 3 .* add up to 5"):
+        meta = read_metadata(path)
+    assert not meta.consistent
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "not valid JSON"),
+        ('{"BIN_FCSKU_DATA": {}}', "EXPECTED_QUANTITY must be a non-negative integer"),
+        ('{"EXPECTED_QUANTITY": "three"}', "EXPECTED_QUANTITY"),
+    ],
+)
+def test_bad_metadata_names_the_file_and_field(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "7.json"
+    path.write_text(content)
+    with pytest.raises(DataError, match=message) as err:
+        read_metadata(path)
+    assert str(path) in str(err.value)
+
+
+@pytest.mark.skipif(not FILE_LIST.is_file(), reason=f"{FILE_LIST} is absent")
+def test_the_subset_file_list_keeps_ids_as_strings() -> None:
+    labels = read_file_list(FILE_LIST)
+    assert len(labels) == 10441
+    per_count = {c: sum(1 for v in labels.values() if v == c) for c in range(1, 6)}
+    assert per_count == {1: 1228, 2: 2299, 3: 2666, 4: 2373, 5: 1875}
+    assert "1000" in labels and "01000" in labels  # different images
+
+
+def test_file_list_with_a_bad_key_names_it(tmp_path: Path) -> None:
+    path = tmp_path / "file_list.json"
+    path.write_text(json.dumps({"one": ["data/metadata/1.json"]}))
+    with pytest.raises(DataError, match=r"file_list.json: key 'one' is not an item count"):
+        read_file_list(path)
