@@ -60,7 +60,7 @@ def s3_client(
     if retry_mode not in ("standard", "adaptive", "legacy"):
         raise DataError(f"retry_mode must be 'standard' or 'adaptive', got {retry_mode!r}")
     config = Config(
-        retries={"mode": retry_mode, "max_attempts": int(max_attempts)},
+        retries={"mode": retry_mode, "total_max_attempts": int(max_attempts)},
         max_pool_connections=int(max_pool_connections),
         signature_version=UNSIGNED if unsigned else None,
     )

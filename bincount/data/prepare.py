@@ -16,6 +16,7 @@ from importlib.resources import as_file, files
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -90,7 +91,7 @@ def write_split(
 def summary_table(
     results: Sequence[BinResult], manifest: dict[str, Any] | None, title: str
 ) -> Table:
-    table = Table(title=title)
+    table = Table(title=title, box=box.SIMPLE_HEAD)
     for name in ("count", "listed", *STATUSES, "label issues", *SPLITS):
         table.add_column(name, justify="right")
     counts = sorted({r.count for r in results})
@@ -165,6 +166,8 @@ def _prepare(cfg: Any) -> int:
             write_split(data_dir, keep, p.splits, p.seed, p.overwrite_splits)
         )
     console = Console()
+    if not console.is_terminal:  # logs: wide enough that no column header is cut
+        console.width = max(console.width, 120)
     console.print(summary_table(results, manifest, f"ABID subset in {data_dir}"))
     _print_notes(data_dir, results, manifest is not None)
     if manifest is None:
