@@ -1,0 +1,118 @@
+"""Deploy an exported model as a SageMaker PyTorch inference endpoint (SDK v2), or tear one down.
+
+The SDK repacks ``model.tar.gz`` (weights + spec) with ``code/`` (the handlers as
+``inference.py``, the ``bincount`` modules they import, ``requirements.txt``) and uploads it to
+``s3://<deploy.bucket>/<deploy.prefix>/<endpoint name>/model.tar.gz``: the layout the PyTorch
+inference image expects under ``/opt/ml/model``.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError
+from omegaconf import DictConfig
+from sagemaker.pytorch import PyTorchModel
+from sagemaker.session import Session
+
+from bincount.errors import BincountError
+from bincount.models.export import ModelSpec
+from bincount.serving.handlers import Limits
+from bincount.serving.package import ENTRY_POINT, check_model_dir, stage_code, weights_archive
+from bincount.serving.predictor import ImagePredictor, make_session
+
+
+def endpoint_name_for(spec: ModelSpec, now: datetime | None = None) -> str:
+    """``<name>-<version>-<UTC time>``, within SageMaker's endpoint name rules (63 chars)."""
+    stem = re.sub(r"[^a-zA-Z0-9]+", "-", f"{spec.name}-{spec.version}").strip("-")[:40]
+    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%d-%H%M%S")
+    return f"{stem or 'bincount'}-{stamp}"
+
+
+def _required(deploy: DictConfig, key: str, what: str) -> str:
+    value = deploy.get(key)
+    if value in (None, ""):
+        raise BincountError(f"deploy.{key} is required: {what}")
+    return str(value)
+
+
+def deploy_model(cfg: DictConfig, session: Session | None = None) -> ImagePredictor:
+    """Pack, upload and deploy ``cfg.model_dir``; returns a predictor for the new endpoint."""
+    d = cfg.deploy
+    if cfg.get("model_dir") in (None, ""):
+        raise BincountError("model_dir is required: the exported model directory to deploy")
+    model_dir = Path(cfg.model_dir)
+    spec = check_model_dir(model_dir)
+    role = _required(d, "role", "the ARN of the IAM role SageMaker assumes for the endpoint")
+    bucket = _required(d, "bucket", "the S3 bucket that receives model.tar.gz")
+    session = session or make_session(region=d.get("region"))
+    name = d.get("endpoint_name") or endpoint_name_for(spec)
+    limits = Limits.from_config(cfg.limits)
+    prefix = str(d.prefix).strip("/")
+    with tempfile.TemporaryDirectory(prefix="bincount-deploy-") as tmp:
+        archive = weights_archive(model_dir, Path(tmp) / "model.tar.gz")
+        code_dir = stage_code(Path(tmp) / "code")
+        model = PyTorchModel(
+            model_data=f"file://{archive}",
+            role=role,
+            entry_point=ENTRY_POINT,
+            source_dir=str(code_dir),
+            framework_version=str(d.framework_version),
+            py_version=str(d.py_version),
+            code_location=f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}",
+            env=limits.to_env(),
+            predictor_cls=ImagePredictor,
+            name=name,
+            sagemaker_session=session,
+        )
+        predictor = model.deploy(
+            initial_instance_count=int(d.instance_count),
+            instance_type=str(d.instance_type),
+            endpoint_name=name,
+            wait=bool(d.wait),
+        )
+    print(how_to_call(name, session.boto_region_name, model.repacked_model_data), flush=True)
+    return predictor
+
+
+def how_to_call(name: str, region: str, artifact: str | None) -> str:
+    return "\n".join(
+        [
+            f"endpoint: {name} (region {region})",
+            f"model artifact: {artifact}",
+            "call it:",
+            f"  python scripts/predict.py images=[bin.jpg] predict.endpoint={name} "
+            f"predict.region={region}",
+            f"  aws sagemaker-runtime invoke-endpoint --region {region} --endpoint-name {name} "
+            "--content-type image/jpeg --body fileb://bin.jpg out.json",
+            f"  ImagePredictor({name!r}).predict(open('bin.jpg', 'rb').read())",
+            "tear it down:",
+            f"  python scripts/deploy.py deploy.delete=true deploy.endpoint_name={name} "
+            f"deploy.region={region}",
+        ]
+    )
+
+
+def delete_endpoint(cfg: DictConfig, session: Session | None = None) -> str:
+    """Delete the endpoint, its endpoint config and its model."""
+    d = cfg.deploy
+    name = _required(d, "endpoint_name", "the endpoint to delete")
+    session = session or make_session(region=d.get("region"))
+    predictor = ImagePredictor(name, session)
+    predictor.delete_model()  # reads the endpoint config, so before the endpoint goes
+    predictor.delete_endpoint(delete_endpoint_config=True)
+    print(f"deleted endpoint {name}, its endpoint config and model", flush=True)
+    return name
+
+
+def deploy(cfg: DictConfig) -> object:
+    """``scripts/deploy.py``: deploy, or with ``deploy.delete=true`` tear down."""
+    try:
+        if cfg.deploy.delete:
+            return delete_endpoint(cfg)
+        return deploy_model(cfg)
+    except (ClientError, NoCredentialsError, NoRegionError) as err:
+        raise BincountError(f"AWS refused the request: {err}") from err

@@ -1,0 +1,158 @@
+"""``scripts/predict.py``: counts for image files from a model directory or an endpoint.
+
+A local model directory runs the inference handlers in this process; an endpoint (SageMaker,
+or the local server by URL) is called through :class:`ImagePredictor`. A file the model cannot
+read gets its error in the table and makes the exit status non-zero; the others still run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.table import Table
+
+from bincount.data.abid import write_json_atomic
+from bincount.errors import BincountError
+from bincount.serving import handlers
+from bincount.serving.package import check_model_dir
+
+IMAGE_SUFFIXES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
+PREDICTIONS_FILE = "predictions.json"
+
+
+def collect_images(images: str | Sequence[str]) -> list[Path]:
+    """Files as given, directories expanded to their JPEG/PNG files (sorted)."""
+    entries = [images] if isinstance(images, str) else list(images)
+    if not entries:
+        raise BincountError("images is empty: give image files or directories, images=[a.jpg]")
+    found: list[Path] = []
+    for entry in entries:
+        path = Path(str(entry))
+        if path.is_dir():
+            inside = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not inside:
+                raise BincountError(f"images: directory {path} holds no .jpg/.jpeg/.png files")
+            found.extend(inside)
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise BincountError(f"images: {path} does not exist (expected an image or a folder)")
+    return found
+
+
+def content_type_of(path: Path) -> str:
+    return IMAGE_SUFFIXES.get(path.suffix.lower(), "application/x-image")
+
+
+Row = dict[str, Any]
+
+
+def _chunks(paths: Sequence[Path], size: int) -> Iterable[Sequence[Path]]:
+    for start in range(0, len(paths), size):
+        yield paths[start : start + size]
+
+
+def predict_local(model_dir: Path, paths: Sequence[Path], batch_size: int) -> list[Row]:
+    """Run the handlers here, ``batch_size`` images per forward pass."""
+    model = handlers.model_fn(str(model_dir))
+    rows: list[Row] = []
+    for chunk in _chunks(paths, batch_size):
+        decoded: list[tuple[Path, Any]] = []
+        for path in chunk:
+            try:
+                decoded.append((path, handlers.input_fn(path.read_bytes(), content_type_of(path))))
+            except handlers.BaseInferenceToolkitError as err:
+                rows.append({"image": str(path), "error": err.message})
+        if decoded:
+            results = handlers.predict_fn([image for _, image in decoded], model)
+            rows.extend({"image": str(p), **r} for (p, _), r in zip(decoded, results, strict=True))
+    return rows
+
+
+def predict_remote(
+    call: Callable[[bytes, str], Row], paths: Sequence[Path], source: str
+) -> list[Row]:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    rows: list[Row] = []
+    for path in paths:
+        try:
+            rows.append({"image": str(path), **call(path.read_bytes(), content_type_of(path))})
+        except BotoCoreError as err:  # no credentials, nothing listening at the URL, ...
+            raise BincountError(f"could not call {source}: {err}") from err
+        except ClientError as err:
+            error = err.response.get("Error", {})
+            if error.get("Code") != "ModelError":  # the endpoint itself is wrong: stop here
+                raise BincountError(f"the endpoint refused the request: {err}") from err
+            rows.append({"image": str(path), "error": error.get("Message", str(err))})
+    return rows
+
+
+def render(rows: Sequence[Row], source: str, console: Console | None = None) -> None:
+    table = Table(title=f"bin counts ({source})")
+    table.add_column("image", overflow="fold")
+    table.add_column("count", justify="right")
+    table.add_column("confidence", justify="right")
+    table.add_column("probabilities (1..5)")
+    for row in rows:
+        if "error" in row:
+            table.add_row(row["image"], "-", "-", f"[red]error: {row['error']}[/red]")
+            continue
+        probabilities = row["probabilities"]
+        table.add_row(
+            row["image"],
+            str(row["count"]),
+            f"{probabilities[str(row['count'])]:.3f}",
+            " ".join(f"{p:.2f}" for p in probabilities.values()),
+        )
+    (console or Console()).print(table)
+
+
+def predict(cfg: DictConfig) -> list[Row]:
+    """Predict every image; print a table; write ``predictions.json`` to the run's output dir."""
+    p = cfg.predict
+    sources = {
+        "model_dir": cfg.get("model_dir"),
+        "predict.endpoint": p.get("endpoint"),
+        "predict.url": p.get("url"),
+    }
+    given = [key for key, value in sources.items() if value not in (None, "")]
+    if len(given) != 1:
+        raise BincountError(
+            "give exactly one of model_dir=<dir>, predict.endpoint=<SageMaker endpoint> or "
+            f"predict.url=<http://host:port>; got {', '.join(given) or 'none'}"
+        )
+    paths = collect_images(cfg.images)
+    if given[0] == "model_dir":
+        check_model_dir(Path(cfg.model_dir))
+        # The handlers read their limits from the environment, as on an endpoint.
+        os.environ.update(handlers.Limits.from_config(cfg.limits).to_env())
+        rows = predict_local(Path(cfg.model_dir), paths, int(p.batch_size))
+        source = str(cfg.model_dir)
+    else:
+        from bincount.serving.predictor import ImagePredictor, make_session
+
+        if given[0] == "predict.url":
+            predictor = ImagePredictor.for_url(str(p.url))
+            source = str(p.url)
+        else:
+            predictor = ImagePredictor(str(p.endpoint), make_session(region=p.get("region")))
+            source = f"endpoint {p.endpoint}"
+
+        def call(data: bytes, content_type: str) -> Row:
+            return predictor.predict(data, initial_args={"ContentType": content_type})
+
+        rows = predict_remote(call, paths, source)
+    render(rows, source)
+    out = Path(cfg.paths.output_dir) / PREDICTIONS_FILE
+    write_json_atomic(out, rows)
+    print(f"predictions: {out}", flush=True)
+    failed = sum("error" in row for row in rows)
+    if failed:
+        raise BincountError(f"{failed} of {len(rows)} images could not be read (see the table)")
+    return rows

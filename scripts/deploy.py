@@ -1,0 +1,18 @@
+"""Deploy a model to a SageMaker endpoint:
+`python scripts/deploy.py model_dir=<run>/model deploy.role=<arn> deploy.bucket=<bucket>`;
+tear it down with `deploy.delete=true deploy.endpoint_name=<name>`."""
+
+import hydra
+from omegaconf import DictConfig
+
+from bincount.cli import run
+from bincount.serving.deploy import deploy
+
+
+@hydra.main(version_base=None, config_path="../conf", config_name="deploy")
+def main(cfg: DictConfig) -> None:
+    run(deploy, cfg)
+
+
+if __name__ == "__main__":
+    main()
