@@ -239,6 +239,19 @@ def test_bad_settings_get_a_message_naming_them(
     assert "access denied (403)" in capsys.readouterr().out
 
 
+def test_endpoint_from_aws_endpoint_url_and_a_per_class_limit(
+    bucket: SimpleNamespace, make_cfg: Callable[..., DictConfig], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", bucket.url)  # prepare.endpoint_url stays null
+    cfg = prepare_cfg(make_cfg, tmp_path, "null", bucket.good, "prepare.per_class_limit=2")
+    assert cfg.prepare.endpoint_url is None
+    assert prepare_data(cfg) == 0
+    kept = read_file_list(tmp_path / "abid" / "file_list.json")
+    assert kept == select(bucket.good, 2) and len(kept) == 10
+    assert len(list((tmp_path / "abid" / "images").glob("*.jpg"))) == 10
+
+
 def test_per_class_limit_takes_the_first_ids_of_each_count() -> None:
     labels = {"1000": 1, "01000": 2, "7": 1, "8": 2, "9": 1, "10": 3}
     assert select(labels, 2) == {"1000": 1, "01000": 2, "7": 1, "8": 2, "10": 3}
