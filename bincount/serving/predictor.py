@@ -25,13 +25,22 @@ TELEMETRY_OFF: dict[str, Any] = {
 LOCAL_ENDPOINT = "local"
 
 
-def make_session(region: str | None = None, runtime_url: str | None = None) -> Session:
-    """A SageMaker SDK session with telemetry off; ``runtime_url`` points its
-    ``sagemaker-runtime`` client at another endpoint (the local server), unsigned, so no AWS
-    credentials are needed for it."""
-    boto_session = boto3.Session(region_name=region)
-    if boto_session.region_name is None:
-        boto_session = boto3.Session(region_name="us-east-1")
+def make_session(
+    region: str | None = None,
+    runtime_url: str | None = None,
+    boto_session: boto3.Session | None = None,
+) -> Session:
+    """A SageMaker SDK session with telemetry off.
+
+    ``runtime_url`` points its ``sagemaker-runtime`` client at another endpoint (the local
+    server), unsigned, so no AWS credentials are needed for it. ``boto_session`` is used as
+    given (its region wins); else one is made for ``region`` (default: the AWS default,
+    then us-east-1).
+    """
+    if boto_session is None:
+        boto_session = boto3.Session(region_name=region)
+        if boto_session.region_name is None:
+            boto_session = boto3.Session(region_name="us-east-1")
     runtime = None
     if runtime_url is not None:
         runtime = boto_session.client(
