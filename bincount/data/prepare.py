@@ -91,8 +91,10 @@ def write_split(
 def summary_table(
     results: Sequence[BinResult], manifest: dict[str, Any] | None, title: str
 ) -> Table:
-    table = Table(title=title, box=box.SIMPLE_HEAD)
-    for name in ("count", "listed", *STATUSES, "label issues", *SPLITS):
+    table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True,
+                  show_edge=False, pad_edge=False,
+                  caption="mismatch: metadata disagrees with the file list (see label_issues.json)")
+    for name in ("count", "listed", *STATUSES, "mismatch", *SPLITS):
         table.add_column(name, justify="right")
     counts = sorted({r.count for r in results})
     splits = Counter((e["count"], e["split"]) for e in (manifest or {}).get("images", []))
