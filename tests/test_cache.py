@@ -115,6 +115,19 @@ def test_cached_datasets_feed_a_multiprocess_dataloader(data_dir: Path, tmp_path
     assert set(torch.cat([b["label"] for b in batches]).tolist()) == {0, 1, 2, 3, 4}
 
 
+def test_seeded_augmentation_depends_on_seed_epoch_and_index_only(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    transforms = {"train": train_transform(SIZE)}
+    train = cached_datasets(data_dir, tmp_path / "cache", SIZE, transforms, COUNTS, workers=1,
+                            progress=False, seeds={"train": 5})["train"]
+    first = train[3]["image"]
+    torch.manual_seed(123)  # the global RNG does not matter
+    assert torch.equal(train[3]["image"], first)
+    train.epoch = 1
+    assert not torch.equal(train[3]["image"], first)
+
+
 def test_a_missing_manifest_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="splits.json is missing: run scripts/prepare_data.py"):
         ensure_cache(tmp_path, tmp_path / "cache", SIZE, workers=1, progress=False)

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from numpy.random import SeedSequence
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
@@ -176,7 +177,9 @@ class CachedBinDataset(Dataset):
     """One split of the cache; items match BinImageDataset's: ``{"image", "label", "id"}``.
 
     ``transform`` receives the cached uint8 CHW tensor (the same transforms as for JPEGs work:
-    their ToImage wraps it, their Resize makes it square).
+    their ToImage wraps it, their Resize makes it square). As in BinImageDataset, with a ``seed``
+    the random transform of item i in epoch e (``self.epoch``, set by the sampler) is seeded by
+    (seed, e, i).
     """
 
     def __init__(
@@ -185,10 +188,13 @@ class CachedBinDataset(Dataset):
         split: str,
         transform: Callable[[torch.Tensor], torch.Tensor] | None,
         counts: Sequence[int],
+        seed: int | None = None,
     ) -> None:
         self.location = Path(location)
         self.split = split
         self.transform = transform
+        self.seed = seed
+        self.epoch = 0
         index = _read_index(self.location / f"{split}.json")
         if index is None:
             raise DataError(f"{self.location / (split + '.json')}: no cache index; build it with "
@@ -219,8 +225,13 @@ class CachedBinDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         image = self.raw(index)
-        if self.transform is not None:
+        if self.transform is not None and self.seed is None:
             image = self.transform(image)
+        elif self.transform is not None:
+            with torch.random.fork_rng(devices=[]):
+                state = SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0]
+                torch.manual_seed(int(state))
+                image = self.transform(image)
         return {"image": image, "label": self.class_of[self.counts[index]], "id": self.ids[index]}
 
 
@@ -232,10 +243,15 @@ def cached_datasets(
     counts: Sequence[int],
     workers: int,
     progress: bool,
+    seeds: Mapping[str, int | None] | None = None,
 ) -> dict[str, CachedBinDataset]:
-    """``ensure_cache`` then one CachedBinDataset per split named in ``transforms``."""
+    """``ensure_cache`` then one CachedBinDataset per split named in ``transforms``.
+
+    ``seeds`` (split -> seed or None) seeds the per-item transforms as BinImageDataset does.
+    """
     location = ensure_cache(data_dir, cache_dir, image_size, workers, progress)
+    seeds = seeds or {}
     return {
-        split: CachedBinDataset(location, split, transform, counts)
+        split: CachedBinDataset(location, split, transform, counts, seeds.get(split))
         for split, transform in transforms.items()
     }
