@@ -7,7 +7,7 @@ import json
 import signal
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,10 +15,12 @@ import boto3
 import pytest
 import requests
 from botocore.exceptions import ClientError
+from omegaconf import DictConfig
 
 from bincount.data.dataset import load_rgb
 from bincount.serving import ImagePredictor, handlers
 from bincount.serving.local import ServerProcess, free_port, running_server
+from bincount.serving.predict import predict
 from tests.serving_support import SAMPLE_IDS, bomb_png, huge_png, make_model_dir, png_bytes
 
 MAX_BYTES = 1_000_000  # the test server's request limit
@@ -132,6 +134,23 @@ def test_image_predictor_through_a_session_pointed_at_the_server(
     assert runtime.meta.endpoint_url == server.url
     for image_id, data in jpegs.items():
         assert same_answer(predictor.predict(data), expected[image_id])
+
+
+def test_predict_cli_against_the_server_url(
+    server: ServerProcess,
+    sample_dir: Path,
+    expected: dict[str, dict],
+    make_cfg: Callable[..., DictConfig],
+) -> None:
+    files = [sample_dir / "images" / f"{image_id}.jpg" for image_id in SAMPLE_IDS]
+    cfg = make_cfg(
+        f"images=[{','.join(map(str, files))}]", f"predict.url={server.url}",
+        name="predict", tiny=False,
+    )
+    rows = predict(cfg)
+    assert [Path(row["image"]).stem for row in rows] == list(SAMPLE_IDS)
+    for row in rows:
+        assert same_answer(row, expected[Path(row["image"]).stem])
 
 
 def _post(server: ServerProcess, body: bytes, headers: dict[str, str]) -> requests.Response:

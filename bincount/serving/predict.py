@@ -58,19 +58,22 @@ def _chunks(paths: Sequence[Path], size: int) -> Iterable[Sequence[Path]]:
 
 
 def predict_local(model_dir: Path, paths: Sequence[Path], batch_size: int) -> list[Row]:
-    """Run the handlers here, ``batch_size`` images per forward pass."""
+    """Run the handlers here, ``batch_size`` images per forward pass; rows in input order."""
     model = handlers.model_fn(str(model_dir))
     rows: list[Row] = []
     for chunk in _chunks(paths, batch_size):
-        decoded: list[tuple[Path, Any]] = []
-        for path in chunk:
+        chunk_rows: list[Row] = [{"image": str(path)} for path in chunk]
+        decoded: list[tuple[Row, Any]] = []
+        for row, path in zip(chunk_rows, chunk, strict=True):
             try:
-                decoded.append((path, handlers.input_fn(path.read_bytes(), content_type_of(path))))
+                decoded.append((row, handlers.input_fn(path.read_bytes(), content_type_of(path))))
             except handlers.BaseInferenceToolkitError as err:
-                rows.append({"image": str(path), "error": err.message})
+                row["error"] = err.message
         if decoded:
             results = handlers.predict_fn([image for _, image in decoded], model)
-            rows.extend({"image": str(p), **r} for (p, _), r in zip(decoded, results, strict=True))
+            for (row, _), result in zip(decoded, results, strict=True):
+                row.update(result)
+        rows.extend(chunk_rows)
     return rows
 
 
@@ -94,18 +97,22 @@ def predict_remote(
 
 
 def render(rows: Sequence[Row], source: str, console: Console | None = None) -> None:
-    table = Table(title=f"bin counts ({source})")
+    """A table with image paths relative to the folder they share (named in the caption)."""
+    paths = [Path(row["image"]) for row in rows]
+    base = Path(os.path.commonpath([str(p.parent) for p in paths])) if paths else Path()
+    table = Table(title=f"bin counts ({source})", caption=f"images under {base}")
     table.add_column("image", overflow="fold")
     table.add_column("count", justify="right")
     table.add_column("confidence", justify="right")
     table.add_column("probabilities (1..5)")
-    for row in rows:
+    for row, path in zip(rows, paths, strict=True):
+        name = str(path.relative_to(base))
         if "error" in row:
-            table.add_row(row["image"], "-", "-", f"[red]error: {row['error']}[/red]")
+            table.add_row(name, "-", "-", f"[red]error: {row['error']}[/red]")
             continue
         probabilities = row["probabilities"]
         table.add_row(
-            row["image"],
+            name,
             str(row["count"]),
             f"{probabilities[str(row['count'])]:.3f}",
             " ".join(f"{p:.2f}" for p in probabilities.values()),
