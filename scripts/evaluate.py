@@ -7,7 +7,7 @@ from bincount.cli import run
 from bincount.train import evaluate
 
 
-@hydra.main(version_base=None, config_path="../conf", config_name="eval")
+@hydra.main(config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
     run(evaluate, cfg)
 

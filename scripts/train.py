@@ -7,7 +7,7 @@ from bincount.cli import run
 from bincount.launchers import launch
 
 
-@hydra.main(version_base=None, config_path="../conf", config_name="train")
+@hydra.main(config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> object:
     return run(launch, cfg)
 

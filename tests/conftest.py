@@ -30,7 +30,7 @@ TINY = [
     "trainer=cpu",
     "trainer.max_epochs=2",
     "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
+    "++trainer.enable_model_summary=false",
     "trainer.log_every_n_steps=1",
 ]
 
@@ -53,7 +53,7 @@ def make_cfg(tmp_path: Path, cache_dir: Path) -> Callable[..., DictConfig]:
     """Compose ``conf/<name>.yaml`` with the tiny overrides, writing under tmp_path."""
 
     def _make(*overrides: str, name: str = "train", tiny: bool = True) -> DictConfig:
-        with initialize_config_dir(str(ROOT / "conf"), version_base=None):
+        with initialize_config_dir(str(ROOT / "conf")):
             cfg = compose(
                 name,
                 overrides=[

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from bincount.data.abid import FILE_LIST, IMAGES, DataError
-from bincount.data.dataset import BinImageDataset, collate_bins
+from bincount.data.dataset import BinImageDataset, EpochSampler, collate_bins
 from bincount.data.splits import MANIFEST, SPLITS, ensure_manifest, load_manifest, split_ids
 from bincount.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
 
@@ -37,6 +37,7 @@ class BinDataModule(pl.LightningDataModule):
         num_workers: int = 2,
         splits: Sequence[float] = (0.8, 0.1, 0.1),
         seed: int = 42,
+        shuffle_seed: int = 0,
         overwrite_splits: bool = False,
         synthetic: dict[str, Any] | None = None,
     ) -> None:
@@ -91,26 +92,39 @@ class BinDataModule(pl.LightningDataModule):
             transform = (train_transform if split == "train" else eval_transform)(
                 size, self.mean, self.std
             )
-            self.datasets[split] = BinImageDataset(items, images_dir, transform, self.counts)
+            seed = self.hparams.shuffle_seed if split == "train" else None
+            self.datasets[split] = BinImageDataset(items, images_dir, transform, self.counts, seed)
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        workers = self.hparams.num_workers
+    def _loader(self, split: str, sampler: EpochSampler | None = None) -> DataLoader:
+        workers, batch_size = self.hparams.num_workers, self.hparams.batch_size
         return DataLoader(
             self.datasets[split],
-            batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
+            batch_size=batch_size,
+            sampler=sampler,
+            # A last training batch of one image would break BatchNorm: drop the remainder.
+            drop_last=sampler is not None and len(sampler) > batch_size,
             num_workers=workers,
-            # Not persistent: workers re-seeded every epoch keep a resumed run exact.
+            # Not persistent: fresh workers each epoch see the dataset's current epoch.
             persistent_workers=False,
             collate_fn=collate_bins,
             pin_memory=torch.cuda.is_available(),
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        dataset = self.datasets["train"]
+        trainer = self.trainer
+        sampler = EpochSampler(
+            dataset,
+            num_replicas=trainer.world_size if trainer else 1,
+            rank=trainer.global_rank if trainer else 0,
+            seed=self.hparams.shuffle_seed,
+        )
+        # A resumed run asks for its loader before Lightning sets the epoch: set it here.
+        sampler.set_epoch(trainer.current_epoch if trainer else 0)
+        return self._loader("train", sampler)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("test")

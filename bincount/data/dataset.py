@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from numpy.random import SeedSequence
 from PIL import Image
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import Dataset, DistributedSampler, default_collate
 
 # Pillow raises these for a file that is not a whole, decodable image.
 UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
@@ -25,7 +26,8 @@ class BinImageDataset(Dataset):
     """``(image_id, count)`` pairs read from ``<images_dir>/<id>.jpg``.
 
     Items are dicts ``{"image": tensor, "label": class index, "id": str}``; the class index
-    of a count is its position in ``counts``.
+    of a count is its position in ``counts``. With a ``seed``, the random transform of item i in
+    epoch e is seeded by (seed, e, i): it does not depend on when or in which worker it runs.
     """
 
     def __init__(
@@ -34,8 +36,11 @@ class BinImageDataset(Dataset):
         images_dir: Path,
         transform: Callable[[Image.Image], torch.Tensor],
         counts: Sequence[int] = (1, 2, 3, 4, 5),
+        seed: int | None = None,
     ) -> None:
         self.items = list(items)
+        self.seed = seed
+        self.epoch = 0
         self.images_dir = Path(images_dir)
         self.transform = transform
         self.class_of = {count: index for index, count in enumerate(counts)}
@@ -53,7 +58,26 @@ class BinImageDataset(Dataset):
         except UNREADABLE as err:
             warnings.warn(f"skipping unreadable image {self.path(index)}: {err}", stacklevel=2)
             return None
-        return {"image": self.transform(image), "label": self.class_of[count], "id": image_id}
+        return {"image": self._transform(image, index), "label": self.class_of[count], "id": image_id}
+
+    def _transform(self, image: Image.Image, index: int) -> torch.Tensor:
+        if self.seed is None:
+            return self.transform(image)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0]))
+            return self.transform(image)
+
+
+class EpochSampler(DistributedSampler):
+    """Shuffles by (seed, epoch) and hands the epoch to the dataset's seeded transforms.
+
+    Lightning calls ``set_epoch`` before each epoch; a run resumed from ``last.ckpt`` thus
+    replays exactly what the uninterrupted run saw. Also the distributed sampler under DDP.
+    """
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        self.dataset.epoch = epoch
 
 
 def collate_bins(batch: list[dict[str, Any] | None]) -> dict[str, Any]:
