@@ -70,3 +70,18 @@ def test_missing_images_are_left_out(abid_dir: Path, tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match="missing from"):
         dm.setup()
     assert sum(len(ds) for ds in dm.datasets.values()) == 245 - 3
+
+
+def test_cached_datamodule_yields_what_the_jpeg_one_does(abid_dir: Path, tmp_path: Path) -> None:
+    loaders = []
+    for cache in (False, True):
+        dm = BinDataModule(abid_dir, image_size=32, batch_size=16, num_workers=0, cache=cache,
+                           cache_dir=tmp_path)
+        dm.prepare_data()
+        dm.setup()
+        loaders.append(dm.val_dataloader())
+    jpeg, cached = (next(iter(loader)) for loader in loaders)
+    assert jpeg["id"] == cached["id"] and torch.equal(jpeg["label"], cached["label"])
+    # Same photos up to resize rounding (normalized units; other photos differ by ~1).
+    assert (jpeg["image"] - cached["image"]).abs().mean() < 0.1
+    assert list(tmp_path.rglob("*.u8")), "the cache files were written under cache_dir"

@@ -21,14 +21,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from numpy.random import SeedSequence
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
 from bincount.data.abid import IMAGES, DataError, write_json_atomic
-from bincount.data.dataset import UNREADABLE, load_rgb
+from bincount.data.dataset import UNREADABLE, load_rgb, seeded_transform
 from bincount.data.splits import MANIFEST, SPLITS, file_checksum, load_manifest, split_ids
 
 CACHE_FORMAT = 1
@@ -225,13 +224,8 @@ class CachedBinDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         image = self.raw(index)
-        if self.transform is not None and self.seed is None:
-            image = self.transform(image)
-        elif self.transform is not None:
-            with torch.random.fork_rng(devices=[]):
-                state = SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0]
-                torch.manual_seed(int(state))
-                image = self.transform(image)
+        if self.transform is not None:
+            image = seeded_transform(self.transform, image, self.seed, self.epoch, index)
         return {"image": image, "label": self.class_of[self.counts[index]], "id": self.ids[index]}
 
 

@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from bincount.data.abid import FILE_LIST, IMAGES, DataError
+from bincount.data.cache import CachedBinDataset, cache_location, ensure_cache
 from bincount.data.dataset import BinImageDataset, EpochSampler, collate_bins
 from bincount.data.splits import MANIFEST, SPLITS, ensure_manifest, load_manifest, split_ids
 from bincount.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
@@ -26,6 +27,7 @@ class BinDataModule(pl.LightningDataModule):
 
     With ``synthetic`` set (``per_class``, ``image_size``, ``seed``), ``prepare_data`` first renders
     a synthetic set in the same layout, so both kinds of data take the same path from here on.
+    With ``cache``, images are decoded once into a memory-mapped cache under ``cache_dir``.
     """
 
     def __init__(
@@ -40,6 +42,8 @@ class BinDataModule(pl.LightningDataModule):
         shuffle_seed: int = 0,
         overwrite_splits: bool = False,
         synthetic: dict[str, Any] | None = None,
+        cache: bool = False,
+        cache_dir: str | Path | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -69,31 +73,45 @@ class BinDataModule(pl.LightningDataModule):
             self.data_dir, self.hparams.splits, self.hparams.seed,
             overwrite=self.hparams.overwrite_splits,
         )
+        if self.hparams.cache:
+            ensure_cache(self.data_dir, self._cache_dir(), self.hparams.image_size,
+                         workers=max(1, self.hparams.num_workers), progress=False)
+
+    def _cache_dir(self) -> Path:
+        return Path(self.hparams.cache_dir or self.data_dir.parent / "cache")
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
         manifest = load_manifest(self.data_dir / MANIFEST)
-        images_dir = self.data_dir / IMAGES
-        size = self.hparams.image_size
         for split in SPLITS:
-            items = [(i, c) for i, c in split_ids(manifest, split) if c in self.counts]
-            missing = [i for i, _ in items if not (images_dir / f"{i}.jpg").is_file()]
-            if missing:
-                warnings.warn(
-                    f"{len(missing)} {split} images listed in {self.data_dir / MANIFEST} are "
-                    f"missing from {images_dir} and are left out (first: {missing[:5]})",
-                    stacklevel=2,
-                )
-                absent = set(missing)
-                items = [item for item in items if item[0] not in absent]
-            if not items and split != "test":
-                raise DataError(f"the {split} split of {self.data_dir / MANIFEST} has no images")
             transform = (train_transform if split == "train" else eval_transform)(
-                size, self.mean, self.std
+                self.hparams.image_size, self.mean, self.std
             )
             seed = self.hparams.shuffle_seed if split == "train" else None
-            self.datasets[split] = BinImageDataset(items, images_dir, transform, self.counts, seed)
+            if self.hparams.cache:
+                location = cache_location(self._cache_dir(), self.data_dir)
+                dataset = CachedBinDataset(location, split, transform, self.counts, seed)
+            else:
+                items = self._present([(i, c) for i, c in split_ids(manifest, split)
+                                       if c in self.counts], split)
+                dataset = BinImageDataset(items, self.data_dir / IMAGES, transform, self.counts,
+                                          seed)
+            if len(dataset) == 0 and split != "test":
+                raise DataError(f"the {split} split of {self.data_dir / MANIFEST} has no images")
+            self.datasets[split] = dataset
+
+    def _present(self, items: list[tuple[str, int]], split: str) -> list[tuple[str, int]]:
+        """Leave out (with a warning) images the manifest lists but the disk lacks."""
+        images_dir = self.data_dir / IMAGES
+        missing = {i for i, _ in items if not (images_dir / f"{i}.jpg").is_file()}
+        if missing:
+            warnings.warn(
+                f"{len(missing)} {split} images listed in {self.data_dir / MANIFEST} are "
+                f"missing from {images_dir} and are left out (first: {sorted(missing)[:5]})",
+                stacklevel=2,
+            )
+        return [item for item in items if item[0] not in missing]
 
     def _loader(self, split: str, sampler: EpochSampler | None = None) -> DataLoader:
         workers, batch_size = self.hparams.num_workers, self.hparams.batch_size

@@ -61,11 +61,18 @@ class BinImageDataset(Dataset):
         return {"image": self._transform(image, index), "label": self.class_of[count], "id": image_id}
 
     def _transform(self, image: Image.Image, index: int) -> torch.Tensor:
-        if self.seed is None:
-            return self.transform(image)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0]))
-            return self.transform(image)
+        return seeded_transform(self.transform, image, self.seed, self.epoch, index)
+
+
+def seeded_transform(
+    transform: Callable[[Any], torch.Tensor], image: Any, seed: int | None, epoch: int, index: int
+) -> torch.Tensor:
+    """Apply ``transform`` with its randomness drawn from (seed, epoch, index) alone."""
+    if seed is None:
+        return transform(image)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(SeedSequence([seed, epoch, index]).generate_state(1)[0]))
+        return transform(image)
 
 
 class EpochSampler(DistributedSampler):
