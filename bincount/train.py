@@ -85,7 +85,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics["epochs"] = trainer.current_epoch
 
     if trainer.is_global_zero:
-        model_dir = export_model(model.net, model.spec(), output_dir / "model")
+        model_dir = export_model(model.net, model.spec(), Path(cfg.paths.model_dir))
         write_metrics(output_dir / "metrics.json", metrics)
         for logger in loggers:
             if isinstance(logger, TensorBoardLogger):
