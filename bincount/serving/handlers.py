@@ -54,8 +54,8 @@ ACCEPTABLE = (JSON, "application/*", "*/*")
 
 MAX_REQUEST_BYTES_ENV = "BINCOUNT_MAX_REQUEST_BYTES"
 MAX_IMAGE_PIXELS_ENV = "BINCOUNT_MAX_IMAGE_PIXELS"
-# Used only where the environment does not set them (a model deployed by hand); the configs
-# (conf/serve.yaml, conf/deploy.yaml) set both explicitly.
+# Used only where the environment does not set them (a model deployed by hand); serve, deploy
+# and predict set both from conf/limits/default.yaml.
 FALLBACK_MAX_REQUEST_BYTES = 5 * 1024 * 1024
 FALLBACK_MAX_IMAGE_PIXELS = 40_000_000
 
@@ -118,11 +118,13 @@ def _env_int(name: str, fallback: int) -> int:
 
 @dataclass(frozen=True)
 class Model:
-    """What ``model_fn`` loads: the net in eval mode, its spec and its evaluation transform."""
+    """What ``model_fn`` loads: the net in eval mode (on the GPU if there is one), its spec and
+    its evaluation transform."""
 
     net: nn.Module
     spec: ModelSpec
     transform: Callable[[Image.Image], torch.Tensor]
+    device: torch.device
 
     @property
     def label(self) -> str:
@@ -131,8 +133,10 @@ class Model:
 
 def model_fn(model_dir: str) -> Model:
     """Load ``model.json`` + ``model.pt`` (``weights_only=True``) from the model directory."""
-    net, spec = load_model(Path(model_dir), map_location="cpu")
-    return Model(net=net, spec=spec, transform=eval_transform(spec.image_size, spec.mean, spec.std))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    net, spec = load_model(Path(model_dir), map_location=device)
+    transform = eval_transform(spec.image_size, spec.mean, spec.std)
+    return Model(net=net.to(device), spec=spec, transform=transform, device=device)
 
 
 def media_type(header: str | None) -> str:
@@ -164,11 +168,11 @@ def response_type(accept: str | None) -> str:
     )
 
 
-def check_size(size: int, limits: Limits) -> None:
-    if size > limits.max_request_bytes:
+def check_size(size: int, max_bytes: int) -> None:
+    if size > max_bytes:
         raise RequestError(
             HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-            f"request body is {size} bytes; the limit is {limits.max_request_bytes} bytes",
+            f"request body is {size} bytes; the limit is {max_bytes} bytes",
         )
 
 
@@ -178,7 +182,7 @@ def input_fn(request_body: bytes | bytearray, content_type: str) -> Image.Image:
     if isinstance(request_body, str):  # the toolkit decodes text types; images never are
         request_body = request_body.encode()
     limits = Limits.from_env()
-    check_size(len(request_body), limits)
+    check_size(len(request_body), limits.max_request_bytes)
     if not request_body:
         raise RequestError(HTTPStatus.BAD_REQUEST, "request body is empty: expected one image")
     return decode_image(bytes(request_body), limits)
@@ -216,9 +220,9 @@ def decode_image(data: bytes, limits: Limits) -> Image.Image:
 def predict_fn(data: Image.Image | Sequence[Image.Image], model: Model) -> list[dict[str, Any]]:
     """One forward pass over one image or a batch of images; one result dict per image."""
     images = [data] if isinstance(data, Image.Image) else list(data)
-    batch = torch.stack([model.transform(image) for image in images])
+    batch = torch.stack([model.transform(image) for image in images]).to(model.device)
     with torch.inference_mode():
-        probabilities = torch.softmax(model.net(batch), dim=1)
+        probabilities = torch.softmax(model.net(batch), dim=1).cpu()
     return [result(row, model) for row in probabilities.tolist()]
 
 

@@ -86,12 +86,12 @@ async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused (413) as soon as it is known to exceed ``limit`` bytes."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit():
-        handlers.check_size(int(declared), handlers.Limits(limit, 1))
+        handlers.check_size(int(declared), limit)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
-        handlers.check_size(size, handlers.Limits(limit, 1))
+        handlers.check_size(size, limit)
         chunks.append(chunk)
     return b"".join(chunks)
 
