@@ -154,7 +154,7 @@ def create_app(model_dir: Path, settings: ServeSettings) -> FastAPI:
         return error_response(err.status_code, err.message)
 
     @app.exception_handler(Exception)
-    async def server_fault(request: Request, err: Exception) -> Response:
+    async def server_fault(request: Request, err: Exception) -> Response:  # the last resort
         log.exception("server fault on %s %s", request.method, request.url.path)
         return error_response(500, f"internal error: {type(err).__name__}: {err}")
 
@@ -173,8 +173,14 @@ def create_app(model_dir: Path, settings: ServeSettings) -> FastAPI:
             return error_response(503, "the model is not loaded")
         body = await read_body(request, settings.limits.max_request_bytes)
         image = await run_in_threadpool(handlers.input_fn, body, content_type)
-        prediction = await state["batcher"].submit(image)
-        payload, media_type = handlers.output_fn([prediction], accept)
+        try:
+            prediction = await state["batcher"].submit(image)
+            payload, media_type = handlers.output_fn([prediction], accept)
+        except handlers.BaseInferenceToolkitError:
+            raise
+        except Exception as err:  # a real server fault: 500, logged, and the server goes on
+            log.exception("inference failed")
+            return error_response(500, f"internal error: {type(err).__name__}: {err}")
         return Response(payload, media_type=media_type)
 
     app.add_api_route("/invocations", invoke, methods=["POST"])
