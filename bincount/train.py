@@ -68,13 +68,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule.check_available()
     model: CountModule = instantiate(cfg.model)
     callbacks = instantiate_group(cfg.get("callbacks"))
+    callbacks += instantiate_group(cfg.get("rules"))  # conf/rules: the Debugger-style rules
     loggers: list[Logger] = instantiate_group(cfg.get("logger"))
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    profiler = instantiate(cfg.profiler) if cfg.get("profiler") else None  # conf/profiler
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, profiler=profiler
+    )
 
     checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
     checkpoint_dir = Path(checkpoint.dirpath) if checkpoint else output_dir / "checkpoints"
-    trainer.fit(model, datamodule=datamodule,
-                ckpt_path=resume_checkpoint(cfg.get("ckpt_path"), checkpoint_dir))
+    trainer.fit(
+        model,
+        datamodule=datamodule,
+        ckpt_path=resume_checkpoint(cfg.get("ckpt_path"), checkpoint_dir),
+    )
 
     # Validate and test the best checkpoint; this also loads its weights into `model`.
     best = "best" if checkpoint and checkpoint.best_model_path else None
@@ -92,12 +99,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 scalars = {k: v for k, v in metrics.items() if isinstance(v, float)}
                 logger.log_hyperparams(hyperparameters(cfg), metrics=scalars)
                 logger.finalize("success")
-        print_results(metrics, {
-            "checkpoints": checkpoint_dir,
-            "tensorboard": f"tensorboard --logdir {output_dir}",
-            "model": model_dir,
-            "metrics": output_dir / "metrics.json",
-        })
+        print_results(
+            metrics,
+            {
+                "checkpoints": checkpoint_dir,
+                "tensorboard": f"tensorboard --logdir {output_dir}",
+                "model": model_dir,
+                "metrics": output_dir / "metrics.json",
+            },
+        )
     return metrics
 
 

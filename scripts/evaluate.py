@@ -1,4 +1,7 @@
-"""Test-split metrics of a checkpoint: `python scripts/evaluate.py ckpt_path=<run>/checkpoints/best.ckpt`."""
+"""Test-split metrics of a checkpoint.
+
+`python scripts/evaluate.py ckpt_path=<run>/checkpoints/best.ckpt`
+"""
 
 import hydra
 from omegaconf import DictConfig

@@ -1,10 +1,13 @@
 """Train a bin counter: `python scripts/train.py launcher=local experiment=demo`."""
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
 from bincount.cli import run
 from bincount.launchers import launch
+from bincount.launchers.container import container_argv
 
 
 @hydra.main(config_path="../conf", config_name="train")
@@ -13,4 +16,5 @@ def main(cfg: DictConfig) -> object:
 
 
 if __name__ == "__main__":
+    sys.argv = container_argv(sys.argv)  # in a SageMaker container: --key value -> key=value
     main()

@@ -23,8 +23,13 @@ def test_nulls_and_missing_fields_are_tolerated() -> None:
         {
             "EXPECTED_QUANTITY": 3,
             "BIN_FCSKU_DATA": {
-                "A1": {"asin": "A1", "quantity": 2, "name": None, "height": None,
-                       "weight": {"unit": "pounds", "value": None}},
+                "A1": {
+                    "asin": "A1",
+                    "quantity": 2,
+                    "name": None,
+                    "height": None,
+                    "weight": {"unit": "pounds", "value": None},
+                },
                 "A2": {"quantity": 1},
             },
         },

@@ -75,8 +75,9 @@ def test_missing_images_are_left_out(abid_dir: Path, tmp_path: Path) -> None:
 def test_cached_datamodule_yields_what_the_jpeg_one_does(abid_dir: Path, tmp_path: Path) -> None:
     loaders = []
     for cache in (False, True):
-        dm = BinDataModule(abid_dir, image_size=32, batch_size=16, num_workers=0, cache=cache,
-                           cache_dir=tmp_path)
+        dm = BinDataModule(
+            abid_dir, image_size=32, batch_size=16, num_workers=0, cache=cache, cache_dir=tmp_path
+        )
         dm.prepare_data()
         dm.setup()
         loaders.append(dm.val_dataloader())

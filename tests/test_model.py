@@ -45,8 +45,8 @@ def test_frozen_backbone_trains_only_the_head() -> None:
 
 def test_count_metrics_on_known_predictions() -> None:
     metrics = CountMetrics([1, 2, 3, 4, 5], "test")
-    labels = torch.tensor([0, 1, 2, 3, 4, 4])          # counts 1 2 3 4 5 5
-    preds = torch.tensor([0, 1, 4, 2, 4, 0])           # counts 1 2 5 3 5 1
+    labels = torch.tensor([0, 1, 2, 3, 4, 4])  # counts 1 2 3 4 5 5
+    preds = torch.tensor([0, 1, 4, 2, 4, 0])  # counts 1 2 5 3 5 1
     metrics.update(torch.nn.functional.one_hot(preds, 5).float(), labels)
     values = {k: float(v) for k, v in metrics.compute().items()}
     assert values["test_acc"] == pytest.approx(3 / 6)

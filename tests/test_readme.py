@@ -13,7 +13,12 @@ def test_readme_commands_name_existing_scripts_and_configs() -> None:
     readme = (ROOT / "README.md").read_text()
     for script in ("train.py", "evaluate.py"):
         assert f"scripts/{script}" in readme and (ROOT / "scripts" / script).is_file()
-    for group, option in (("experiment", "demo"), ("experiment", "seed_replica"),
-                          ("trainer", "gpu"), ("trainer", "ddp"), ("launcher", "local")):
+    for group, option in (
+        ("experiment", "demo"),
+        ("experiment", "seed_replica"),
+        ("trainer", "gpu"),
+        ("trainer", "ddp"),
+        ("launcher", "local"),
+    ):
         assert f"{group}={option}" in readme
         assert (ROOT / "conf" / group / f"{option}.yaml").is_file()

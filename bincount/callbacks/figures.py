@@ -17,7 +17,8 @@ def confusion_figure(confusion: torch.Tensor, counts: list[int]) -> plt.Figure:
     ax.imshow(confusion.numpy(), cmap="Blues")
     for (row, col), value in zip(
         torch.cartesian_prod(torch.arange(len(counts)), torch.arange(len(counts))).tolist(),
-        confusion.flatten().tolist(), strict=True,
+        confusion.flatten().tolist(),
+        strict=True,
     ):
         ax.text(col, row, str(int(value)), ha="center", va="center", fontsize=8)
     ax.set_xticks(range(len(counts)), [str(c) for c in counts])

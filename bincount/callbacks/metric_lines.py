@@ -33,6 +33,9 @@ class MetricLines(pl.Callback):
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         checkpoint = trainer.checkpoint_callback
-        if trainer.is_global_zero and isinstance(checkpoint, ModelCheckpoint):
-            if checkpoint.best_model_score is not None:
-                print(f"best val_loss={float(checkpoint.best_model_score):.6f}", flush=True)
+        if (
+            trainer.is_global_zero
+            and isinstance(checkpoint, ModelCheckpoint)
+            and checkpoint.best_model_score is not None
+        ):
+            print(f"best val_loss={float(checkpoint.best_model_score):.6f}", flush=True)

@@ -70,12 +70,19 @@ class BinDataModule(pl.LightningDataModule):
             render_synthetic(self.data_dir, counts=self.counts, **self.hparams.synthetic)
         self.check_available()
         ensure_manifest(
-            self.data_dir, self.hparams.splits, self.hparams.seed,
+            self.data_dir,
+            self.hparams.splits,
+            self.hparams.seed,
             overwrite=self.hparams.overwrite_splits,
         )
         if self.hparams.cache:
-            ensure_cache(self.data_dir, self._cache_dir(), self.hparams.image_size,
-                         workers=max(1, self.hparams.num_workers), progress=False)
+            ensure_cache(
+                self.data_dir,
+                self._cache_dir(),
+                self.hparams.image_size,
+                workers=max(1, self.hparams.num_workers),
+                progress=False,
+            )
 
     def _cache_dir(self) -> Path:
         return Path(self.hparams.cache_dir or self.data_dir.parent / "cache")
@@ -93,10 +100,12 @@ class BinDataModule(pl.LightningDataModule):
                 location = cache_location(self._cache_dir(), self.data_dir)
                 dataset = CachedBinDataset(location, split, transform, self.counts, seed)
             else:
-                items = self._present([(i, c) for i, c in split_ids(manifest, split)
-                                       if c in self.counts], split)
-                dataset = BinImageDataset(items, self.data_dir / IMAGES, transform, self.counts,
-                                          seed)
+                items = self._present(
+                    [(i, c) for i, c in split_ids(manifest, split) if c in self.counts], split
+                )
+                dataset = BinImageDataset(
+                    items, self.data_dir / IMAGES, transform, self.counts, seed
+                )
             if len(dataset) == 0 and split != "test":
                 raise DataError(f"the {split} split of {self.data_dir / MANIFEST} has no images")
             self.datasets[split] = dataset

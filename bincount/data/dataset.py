@@ -58,7 +58,11 @@ class BinImageDataset(Dataset):
         except UNREADABLE as err:
             warnings.warn(f"skipping unreadable image {self.path(index)}: {err}", stacklevel=2)
             return None
-        return {"image": self._transform(image, index), "label": self.class_of[count], "id": image_id}
+        return {
+            "image": self._transform(image, index),
+            "label": self.class_of[count],
+            "id": image_id,
+        }
 
     def _transform(self, image: Image.Image, index: int) -> torch.Tensor:
         return seeded_transform(self.transform, image, self.seed, self.epoch, index)
@@ -92,6 +96,10 @@ def collate_bins(batch: list[dict[str, Any] | None]) -> dict[str, Any]:
     good = [item for item in batch if item is not None]
     skipped = len(batch) - len(good)
     if not good:
-        return {"image": torch.empty(0), "label": torch.empty(0, dtype=torch.long), "id": [],
-                "skipped": skipped}
+        return {
+            "image": torch.empty(0),
+            "label": torch.empty(0, dtype=torch.long),
+            "id": [],
+            "skipped": skipped,
+        }
     return {**default_collate(good), "skipped": skipped}

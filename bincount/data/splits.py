@@ -19,12 +19,12 @@ def file_checksum(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def stratified_split(
-    labels: dict[str, int], ratios: Sequence[float], seed: int
-) -> dict[str, str]:
+def stratified_split(labels: dict[str, int], ratios: Sequence[float], seed: int) -> dict[str, str]:
     """Assign every id to train/val/test so each count keeps the same proportions."""
     if len(ratios) != len(SPLITS) or any(r < 0 for r in ratios) or abs(sum(ratios) - 1) > 1e-6:
-        raise DataError(f"split ratios must be three non-negative numbers summing to 1, got {ratios}")
+        raise DataError(
+            f"split ratios must be three non-negative numbers summing to 1, got {ratios}"
+        )
     rng = random.Random(seed)
     assignment: dict[str, str] = {}
     for count in sorted(set(labels.values())):
@@ -33,7 +33,9 @@ def stratified_split(
         n_train = round(len(ids) * ratios[0])
         n_val = round(len(ids) * ratios[1])
         for position, image_id in enumerate(ids):
-            split = "train" if position < n_train else "val" if position < n_train + n_val else "test"
+            split = (
+                "train" if position < n_train else "val" if position < n_train + n_val else "test"
+            )
             assignment[image_id] = split
     return assignment
 

@@ -56,7 +56,9 @@ def load_spec(model_dir: Path) -> ModelSpec:
         raise DataError(f"{path}: not a model spec ({err})") from err
 
 
-def load_model(model_dir: Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, ModelSpec]:
+def load_model(
+    model_dir: Path, map_location: str | torch.device = "cpu"
+) -> tuple[nn.Module, ModelSpec]:
     """Rebuild the net from ``model.json`` and load ``model.pt`` with ``weights_only=True``."""
     spec = load_spec(model_dir)
     weights = Path(model_dir) / WEIGHTS_FILE

@@ -64,15 +64,28 @@ class CountModule(pl.LightningModule):
     def _step(self, batch: dict[str, Any], split: str) -> torch.Tensor | None:
         images, labels = batch["image"], batch["label"]
         if batch.get("skipped"):
-            self.log(f"{split}_skipped_images", float(batch["skipped"]), reduce_fx="sum",
-                     on_step=False, on_epoch=True, batch_size=1)
+            self.log(
+                f"{split}_skipped_images",
+                float(batch["skipped"]),
+                reduce_fx="sum",
+                on_step=False,
+                on_epoch=True,
+                batch_size=1,
+            )
         if len(labels) == 0:  # every image of the batch was unreadable
             return None
         logits = self(images)
         loss = F.cross_entropy(logits, labels)
         self.metrics[f"{split}_metrics"].update(logits.detach(), labels)
-        self.log(f"{split}_loss", loss, on_step=split == "train", on_epoch=True,
-                 prog_bar=True, batch_size=len(labels), sync_dist=split != "train")
+        self.log(
+            f"{split}_loss",
+            loss,
+            on_step=split == "train",
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=len(labels),
+            sync_dist=split != "train",
+        )
         if split == "val" and self.val_batch is None:
             self.val_batch = (images.detach().cpu(), labels.cpu(), logits.detach().cpu())
         return loss
@@ -113,4 +126,7 @@ class CountModule(pl.LightningModule):
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
         scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+        }
