@@ -1,0 +1,63 @@
+"""What the SageMaker launcher and container tests share: fake credentials, a SageMaker session
+whose requests are recorded as sent (botocore event hooks), and the launcher settings."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import boto3
+import pytest
+from omegaconf import DictConfig
+
+from bincount.serving.predictor import make_session
+
+REGION = "us-east-1"
+BUCKET = "bincount-jobs"
+ROLE = "arn:aws:iam::123456789012:role/bincount-sagemaker"
+OUTPUT = f"s3://{BUCKET}/runs"
+TRAIN = f"s3://{BUCKET}/abid"
+
+
+def fake_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN", "SAGEMAKER_ROLE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+def recording_session(region: str = REGION) -> tuple[Any, dict[str, dict]]:
+    """A SageMaker session (telemetry off) and the JSON body of every SageMaker request it sends,
+    by operation name (the last one of each)."""
+    boto_session = boto3.Session(region_name=region)
+    sent: dict[str, dict] = {}
+
+    def record(params: dict, model: Any, **_: Any) -> None:
+        sent[model.name] = json.loads(params["body"] or b"{}")
+
+    boto_session.events.register("before-call.sagemaker", record)
+    return make_session(boto_session=boto_session), sent
+
+
+def launch_cfg(make_cfg: Callable[..., DictConfig], overrides: list[str], *settings: str
+               ) -> DictConfig:
+    """The config scripts/train.py composes for ``launcher=sagemaker <settings> <overrides>``."""
+    return make_cfg(
+        "launcher=sagemaker", f"launcher.role={ROLE}", f"launcher.output_path={OUTPUT}",
+        f"launcher.inputs.train={TRAIN}", "launcher.wait=false", *settings, *overrides,
+        tiny=False,
+    )
+
+
+def decoded(hyperparameters: dict[str, str]) -> dict[str, Any]:
+    """As the training toolkit reads them: each value JSON-decoded where it parses."""
+    out = {}
+    for key, value in hyperparameters.items():
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
