@@ -1,0 +1,194 @@
+"""Rules on the loss curves: not decreasing (steps), overfit and overtraining (epochs)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from bincount.callbacks.rules.base import Rule
+
+
+def _loss_of(outputs: Any) -> float | None:
+    loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+    return float(loss.detach()) if isinstance(loss, torch.Tensor) else None
+
+
+def _metric(trainer: pl.Trainer, *names: str) -> float | None:
+    for name in names:
+        value = trainer.callback_metrics.get(name)
+        if value is not None:
+            return float(value)
+    return None
+
+
+class LossNotDecreasing(Rule):
+    """Compares the mean training loss of each ``window`` of steps with the window before;
+    fires when it has fallen by less than ``min_decrease_percent`` for ``patience`` windows in
+    a row (a non-finite mean counts as not decreasing). Typical causes: a learning rate far too
+    high or too low, a broken label path, a frozen network."""
+
+    name = "LossNotDecreasing"
+
+    def __init__(self, window: int = 50, min_decrease_percent: float = 0.1, patience: int = 2,
+                 rules_file: str | Path | None = None, stop_training: bool = False) -> None:
+        super().__init__(rules_file, stop_training)
+        self.window, self.min_decrease, self.patience = window, min_decrease_percent, patience
+        self.current: list[float] = []
+        self.means: list[float] = []
+        self.strikes = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "means": self.means, "strikes": self.strikes}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self.means = list(state_dict.get("means", []))
+        self.strikes = int(state_dict.get("strikes", 0))
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        loss = _loss_of(outputs)
+        if self.fired or loss is None:
+            return
+        self.current.append(loss)
+        if len(self.current) < self.window:
+            return
+        mean = sum(self.current) / len(self.current)  # NaN/Inf propagate: no decrease
+        self.current = []
+        self.means.append(mean)
+        if len(self.means) < 2:
+            return
+        before = self.means[-2]
+        if math.isfinite(mean) and math.isfinite(before) and before != 0:
+            decrease = (before - mean) / abs(before) * 100
+        else:
+            decrease = float("-inf")
+        self.strikes = self.strikes + 1 if decrease < self.min_decrease else 0
+        self.log_scalars(trainer, {"window_decrease_percent": decrease}, every_step=True)
+        if self.decide(trainer, self.strikes >= self.patience):
+            self.fire(
+                trainer,
+                f"the mean training loss has not fallen by {self.min_decrease:g}% for "
+                f"{self.patience} windows of {self.window} steps "
+                f"(window means: {', '.join(f'{m:.4g}' for m in self.means[-self.patience - 1:])})",
+                {"window_steps": self.window, "min_decrease_percent": self.min_decrease,
+                 "patience_windows": self.patience,
+                 "window_means": self.means[-self.patience - 1:],
+                 "last_decrease_percent": decrease},
+            )
+
+
+class _EpochRule(Rule):
+    """Collects one (train loss, validation value) pair per epoch that ran validation."""
+
+    def __init__(self, rules_file: str | Path | None, stop_training: bool) -> None:
+        super().__init__(rules_file, stop_training)
+        self.history: list[dict[str, float]] = []
+        self.val: float | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "history": self.history}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self.history = [dict(h) for h in state_dict.get("history", [])]
+
+    def read_val(self, trainer: pl.Trainer) -> float | None:
+        raise NotImplementedError
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking and trainer.state.fn == "fit":
+            self.val = self.read_val(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        train = _metric(trainer, "train_loss_epoch", "train_loss")
+        if self.val is None or train is None:
+            return
+        self.history.append({"epoch": trainer.current_epoch, "train": train, "val": self.val})
+        self.val = None
+        if not self.fired:
+            self.check(trainer)
+
+    def check(self, trainer: pl.Trainer) -> None:
+        raise NotImplementedError
+
+
+class Overfit(_EpochRule):
+    """Fires when the validation loss has risen (by more than ``min_delta``) above its best for
+    ``patience`` epochs while the training loss kept falling: the model is memorizing the
+    training set. Needs ``val_loss`` and ``train_loss`` (logged per epoch)."""
+
+    name = "Overfit"
+
+    def __init__(self, patience: int = 3, min_delta: float = 0.0,
+                 rules_file: str | Path | None = None, stop_training: bool = False) -> None:
+        super().__init__(rules_file, stop_training)
+        self.patience, self.min_delta = patience, min_delta
+
+    def read_val(self, trainer: pl.Trainer) -> float | None:
+        return _metric(trainer, "val_loss")
+
+    def check(self, trainer: pl.Trainer) -> None:
+        now = self.history[-1]
+        best_i = min(range(len(self.history)), key=lambda i: self.history[i]["val"])
+        best = self.history[best_i]
+        self.log_scalars(trainer, {"val_minus_train_loss": now["val"] - now["train"]},
+                         every_step=True)
+        since = len(self.history) - 1 - best_i
+        triggered = (since >= self.patience and now["val"] > best["val"] + self.min_delta
+                     and now["train"] < best["train"])
+        if self.decide(trainer, triggered):
+            self.fire(
+                trainer,
+                f"val_loss rose from {best['val']:.4g} (epoch {best['epoch']}) to "
+                f"{now['val']:.4g} over {since} epochs while train_loss fell from "
+                f"{best['train']:.4g} to {now['train']:.4g}",
+                {"patience_epochs": self.patience, "best_epoch": best["epoch"],
+                 "best_val_loss": best["val"], "val_loss": now["val"],
+                 "train_loss_at_best": best["train"], "train_loss": now["train"],
+                 "history": self.history[best_i:]},
+            )
+
+
+class Overtraining(_EpochRule):
+    """Fires when ``monitor`` (``mode`` min or max) has not improved by more than ``min_delta``
+    for ``patience`` epochs: further epochs cost time without helping. With ``stop_training``
+    it is early stopping."""
+
+    name = "Overtraining"
+
+    def __init__(self, monitor: str = "val_loss", mode: str = "min", patience: int = 5,
+                 min_delta: float = 0.0, rules_file: str | Path | None = None,
+                 stop_training: bool = False) -> None:
+        super().__init__(rules_file, stop_training)
+        if mode not in ("min", "max"):
+            raise ValueError(f"rules.overtraining.mode: expected 'min' or 'max', got {mode!r}")
+        self.monitor, self.mode, self.patience, self.min_delta = monitor, mode, patience, min_delta
+
+    def read_val(self, trainer: pl.Trainer) -> float | None:
+        return _metric(trainer, self.monitor)
+
+    def check(self, trainer: pl.Trainer) -> None:
+        sign = 1.0 if self.mode == "min" else -1.0
+        best_i = 0
+        for i, h in enumerate(self.history):
+            if sign * (self.history[best_i]["val"] - h["val"]) > self.min_delta:
+                best_i = i
+        since = len(self.history) - 1 - best_i
+        self.log_scalars(trainer, {"epochs_without_improvement": since}, every_step=True)
+        best = self.history[best_i]
+        if self.decide(trainer, since >= self.patience):
+            self.fire(
+                trainer,
+                f"{self.monitor} has not improved on {best['val']:.4g} (epoch {best['epoch']}) "
+                f"for {since} epochs",
+                {"monitor": self.monitor, "mode": self.mode, "patience_epochs": self.patience,
+                 "best_epoch": best["epoch"], "best": best["val"],
+                 "latest": self.history[-1]["val"],
+                 "values": [h["val"] for h in self.history[best_i:]]},
+            )
