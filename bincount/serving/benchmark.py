@@ -8,12 +8,14 @@ client runs on the same machine, so it shares the CPU with the server.
 
 from __future__ import annotations
 
+import os
 import platform
 import statistics
 import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -90,9 +92,23 @@ def drive(url: str, images: list[bytes], count: int, concurrency: int) -> tuple[
     return latencies, len(outcomes) - len(latencies)
 
 
+def measure(url: str, images: list[bytes], count: int, concurrency: int, batching: bool) -> Run:
+    start = time.perf_counter()
+    latencies, errors = drive(url, images, count, concurrency)
+    seconds = time.perf_counter() - start
+    ms = sorted(value * 1000 for value in latencies)
+    return Run(
+        batching=batching, concurrency=concurrency, requests=count, errors=errors,
+        seconds=round(seconds, 2), throughput=round(len(latencies) / seconds, 2),
+        p50_ms=round(percentile(ms, 50), 1), p95_ms=round(percentile(ms, 95), 1),
+        p99_ms=round(percentile(ms, 99), 1),
+    )
+
+
 def benchmark(cfg: DictConfig) -> list[Run]:
     b = cfg.benchmark
     images = load_jpegs(Path(b.images), int(b.max_images))
+    load_before = os.getloadavg()[0]
     runs: list[Run] = []
     console = Console()
     with tempfile.TemporaryDirectory(prefix="bincount-bench-") as tmp:
@@ -100,41 +116,44 @@ def benchmark(cfg: DictConfig) -> list[Run]:
             model_dir = Path(cfg.model_dir)
         else:
             model_dir = untrained_model_dir(str(b.arch), int(b.image_size), Path(tmp) / "model")
-        for batching in b.batching:
-            overrides = [
-                f"serve.batching.enabled={str(bool(batching)).lower()}",
-                f"serve.batching.max_batch_size={int(b.max_batch_size)}",
-                f"serve.batching.max_wait_ms={float(b.max_wait_ms)}",
-                "serve.log_level=warning",
-            ]
-            log_dir = Path(cfg.paths.output_dir) / "servers"
-            with running_server(model_dir, log_dir, overrides=overrides) as server:
+        # One server per setting, both up at once (an idle one costs no CPU), and the settings
+        # take turns at each concurrency: a change in background load hits both alike.
+        with ExitStack() as stack:
+            servers = {}
+            for batching in b.batching:
+                overrides = [
+                    f"serve.batching.enabled={str(bool(batching)).lower()}",
+                    f"serve.batching.max_batch_size={int(b.max_batch_size)}",
+                    f"serve.batching.max_wait_ms={float(b.max_wait_ms)}",
+                    "serve.log_level=warning",
+                ]
+                log_dir = Path(cfg.paths.output_dir) / "servers"
+                servers[bool(batching)] = stack.enter_context(
+                    running_server(model_dir, log_dir, overrides=overrides)
+                )
+            for server in servers.values():
                 drive(server.url, images, int(b.warmup), 1)
-                for concurrency in b.concurrency:
-                    start = time.perf_counter()
-                    latencies, errors = drive(
-                        server.url, images, int(b.requests), int(concurrency)
-                    )
-                    seconds = time.perf_counter() - start
-                    ms = sorted(value * 1000 for value in latencies)
-                    run = Run(
-                        batching=bool(batching), concurrency=int(concurrency),
-                        requests=int(b.requests), errors=errors, seconds=round(seconds, 2),
-                        throughput=round(len(latencies) / seconds, 2),
-                        p50_ms=round(percentile(ms, 50), 1), p95_ms=round(percentile(ms, 95), 1),
-                        p99_ms=round(percentile(ms, 99), 1),
-                    )
-                    runs.append(run)
+            for concurrency in b.concurrency:
+                for batching, server in servers.items():
+                    runs.append(measure(server.url, images, int(b.requests), int(concurrency),
+                                        batching))
+                    run = runs[-1]
                     console.print(
                         f"batching {'on ' if run.batching else 'off'} concurrency "
                         f"{run.concurrency:>2}: {run.throughput:.1f} req/s, p50 {run.p50_ms} ms"
                     )
+    runs.sort(key=lambda run: (not run.batching, run.concurrency))
+    # Other work on the machine skews the figures: the 1-minute load average says how much.
+    background = f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
     machine = (
         f"{usable_cpus()} CPU cores ({platform.processor() or platform.machine()}), "
         f"{'CUDA' if torch.cuda.is_available() else 'no GPU'}; torch {torch.__version__}"
     )
     model = f"{b.arch} at {b.image_size} px" if not cfg.get("model_dir") else str(cfg.model_dir)
-    table = Table(title=f"local endpoint: {model}, {b.requests} requests per row; {machine}")
+    table = Table(
+        title=f"local endpoint: {model}, {b.requests} requests per row; {machine}",
+        caption=background,
+    )
     for column in ("micro-batching", "concurrency", "req/s", "p50 ms", "p95 ms", "p99 ms",
                    "errors"):
         table.add_column(column, justify="right")
@@ -145,6 +164,10 @@ def benchmark(cfg: DictConfig) -> list[Run]:
         )
     console.print(table)
     out = Path(cfg.paths.output_dir) / RESULTS_FILE
-    write_json_atomic(out, {"machine": machine, "model": model, "runs": [asdict(r) for r in runs]})
+    write_json_atomic(
+        out,
+        {"machine": machine, "model": model, "background": background,
+         "runs": [asdict(r) for r in runs]},
+    )
     console.print(f"results: {out}")
     return runs
