@@ -1,0 +1,94 @@
+"""The end of a sweep: the best trial, a table of all trials, ``optimization_results.yaml`` and a
+ready-to-run command that retrains with the best parameters."""
+
+from __future__ import annotations
+
+import math
+import os
+import shlex
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+RESULTS = "optimization_results.yaml"
+# Overrides that configure the search itself, not the training it tunes.
+SEARCH_KEYS = ("tuner", "search_space", "objective", "hydra")
+
+
+def retrain_command(task_overrides: Iterable[str], best_params: Mapping[str, Any]) -> str:
+    """``python scripts/train.py <the sweep's training overrides> <best params>``."""
+    kept = [o for o in task_overrides
+            if _override_key(o).split(".")[0].split("/")[0] not in SEARCH_KEYS
+            and _override_key(o) not in best_params]
+    params = [f"{key}={_value(value)}" for key, value in best_params.items()]
+    return shlex.join(["python", "scripts/train.py", *kept, *params])
+
+
+def _override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _value(value: Any) -> str:
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def write_yaml_atomic(path: Path, data: Mapping[str, Any]) -> None:
+    """Write then rename: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(OmegaConf.to_yaml(OmegaConf.create(dict(data))))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def trials_table(rows: Sequence[Mapping[str, Any]], param_keys: Sequence[str],
+                 title: str) -> Table:
+    table = Table(title=title)
+    for column in ("trial", "state", "value", *param_keys, "epochs", "note"):
+        table.add_column(column, justify="left" if column in ("state", "note") else "right")
+    for row in rows:
+        value = row.get("value")
+        table.add_row(
+            str(row["number"]), row["state"],
+            "" if value is None else f"{value:.5g}",
+            *(_cell(row["params"].get(key)) for key in param_keys),
+            "" if row.get("epochs") is None else str(row["epochs"]),
+            row.get("note") or "",
+        )
+    return table
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def report(results: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
+           param_keys: Sequence[str], path: Path, console: Console | None = None) -> None:
+    """Print the summary and write ``results`` (with every trial's row) to ``path``."""
+    write_yaml_atomic(path, {**results, "trials": [dict(r) for r in rows]})
+    console = console or Console(width=120)
+    console.print(trials_table(rows, param_keys, title=f"{results['name']} trials"))
+    best = results.get("best_params")
+    if best is None:
+        console.print("no trial completed: there is no best trial")
+    else:
+        value = results["best_value"]
+        shown = f"{value:.6g}" if isinstance(value, float) and math.isfinite(value) else value
+        console.print(f"best trial: {results.get('best_trial')}  {results['metric']}={shown}")
+        for key, val in best.items():
+            console.print(f"  {key}={_value(val)}")
+        if results.get("retrain"):
+            console.print(f"retrain with the best parameters:\n  {results['retrain']}",
+                          soft_wrap=True)
+    console.print(f"results: {path}", soft_wrap=True)
