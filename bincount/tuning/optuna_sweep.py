@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,6 @@ from hydra_plugins.hydra_optuna_sweeper._impl import (
     create_params_from_overrides,
 )
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 from optuna.trial import FrozenTrial, TrialState
 
 from bincount.errors import BincountError
@@ -30,6 +27,7 @@ from bincount.tuning.objective import Pruned
 from bincount.tuning.pruning import build_pruner
 from bincount.tuning.results import RESULTS, report, retrain_command
 from bincount.tuning.search_space import optuna_params
+from bincount.tuning.sweeper import user_errors
 
 log = logging.getLogger(__name__)
 
@@ -39,16 +37,6 @@ PRUNED_NOTE = "prune_note"
 
 class TuningError(BincountError):
     """The sweep cannot go on (bad settings, too many failed trials)."""
-
-
-@contextmanager
-def user_errors() -> Iterator[None]:
-    """As scripts/ do: a user's mistake becomes one line on stderr and exit status 2."""
-    try:
-        yield
-    except (BincountError, OmegaConfBaseException) as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        sys.exit(2)
 
 
 class OptunaTrialSweeperImpl(OptunaSweeperImpl):

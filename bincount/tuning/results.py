@@ -78,14 +78,17 @@ def report(results: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
     """Print the summary and write ``results`` (with every trial's row) to ``path``."""
     write_yaml_atomic(path, {**results, "trials": [dict(r) for r in rows]})
     console = console or Console(width=120)
-    console.print(trials_table(rows, param_keys, title=f"{results['name']} trials"))
+    if rows:
+        console.print(trials_table(rows, param_keys, title=f"{results['name']} trials"))
     best = results.get("best_params")
     if best is None:
         console.print("no trial completed: there is no best trial")
     else:
         value = results["best_value"]
         shown = f"{value:.6g}" if isinstance(value, float) and math.isfinite(value) else value
-        console.print(f"best trial: {results.get('best_trial')}  {results['metric']}={shown}")
+        which = (f"training job {results['best_training_job']}" if "best_training_job" in results
+                 else f"trial {results.get('best_trial')}")
+        console.print(f"best {which}: {results['metric']}={shown}")
         for key, val in best.items():
             console.print(f"  {key}={_value(val)}")
         if results.get("retrain"):

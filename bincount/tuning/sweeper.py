@@ -6,11 +6,27 @@ pyproject.toml), so it stays light: the backends are imported when a sweep is bu
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+
+from bincount.errors import BincountError
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """As scripts/ do: a user's mistake becomes one line on stderr and exit status 2."""
+    try:
+        yield
+    except (BincountError, OmegaConfBaseException) as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)
 
 
 class OptunaTrialSweeper(Sweeper):
@@ -28,3 +44,21 @@ class OptunaTrialSweeper(Sweeper):
 
     def sweep(self, arguments: list[str]) -> Any:
         return self.sweeper.sweep(arguments)
+
+
+class SageMakerTunerSweeper(Sweeper):
+    """Starts one SageMaker tuning job over the launcher's estimator (see
+    :mod:`bincount.tuning.sagemaker_tuner`); conf/tuner/sagemaker.yaml fills its arguments."""
+
+    def __init__(self, search_space: DictConfig, objective: DictConfig, tuner: DictConfig) -> None:
+        pass  # read from the composed config in sweep(), where the command line is known
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
+              config: DictConfig) -> None:
+        self.config = config
+
+    def sweep(self, arguments: list[str]) -> Any:
+        with user_errors():
+            from bincount.tuning.sagemaker_tuner import run_sweep
+
+            return run_sweep(self.config, arguments)
