@@ -27,10 +27,10 @@ def _metric(trainer: pl.Trainer, *names: str) -> float | None:
 
 
 class LossNotDecreasing(Rule):
-    """Compares the mean training loss of each ``window`` of steps with the window before;
-    fires when it has fallen by less than ``min_decrease_percent`` for ``patience`` windows in
-    a row (a non-finite mean counts as not decreasing). Typical causes: a learning rate far too
-    high or too low, a broken label path, a frozen network."""
+    """Averages the training loss over windows of ``window`` steps; fires when ``patience``
+    windows in a row have not improved on the best window so far by ``min_decrease_percent``
+    (a non-finite mean never improves). Typical causes: a learning rate far too high (the loss
+    jumps and stays up) or too low, a broken label path, a frozen network."""
 
     name = "LossNotDecreasing"
 
@@ -39,16 +39,17 @@ class LossNotDecreasing(Rule):
         super().__init__(rules_file, stop_training)
         self.window, self.min_decrease, self.patience = window, min_decrease_percent, patience
         self.current: list[float] = []
-        self.means: list[float] = []
-        self.strikes = 0
+        self.means: list[float] = []  # one per finished window
+        self.best: tuple[int, float] | None = None  # (window index, mean)
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "means": self.means, "strikes": self.strikes}
+        return {**super().state_dict(), "means": self.means, "best": self.best}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         self.means = list(state_dict.get("means", []))
-        self.strikes = int(state_dict.get("strikes", 0))
+        best = state_dict.get("best")
+        self.best = (int(best[0]), float(best[1])) if best else None
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -58,28 +59,28 @@ class LossNotDecreasing(Rule):
         self.current.append(loss)
         if len(self.current) < self.window:
             return
-        mean = sum(self.current) / len(self.current)  # NaN/Inf propagate: no decrease
+        mean = sum(self.current) / len(self.current)  # NaN/Inf propagate: no improvement
         self.current = []
         self.means.append(mean)
-        if len(self.means) < 2:
-            return
-        before = self.means[-2]
-        if math.isfinite(mean) and math.isfinite(before) and before != 0:
-            decrease = (before - mean) / abs(before) * 100
-        else:
-            decrease = float("-inf")
-        self.strikes = self.strikes + 1 if decrease < self.min_decrease else 0
-        self.log_scalars(trainer, {"window_decrease_percent": decrease}, every_step=True)
-        if self.decide(trainer, self.strikes >= self.patience):
+        index = len(self.means) - 1
+        if self.best is None or (math.isfinite(mean) and (
+                not math.isfinite(self.best[1])
+                or mean < self.best[1] - abs(self.best[1]) * self.min_decrease / 100)):
+            self.best = (index, mean)
+        since = index - self.best[0]
+        self.log_scalars(trainer, {"window_mean_loss": mean, "windows_without_decrease": since},
+                         every_step=True)
+        if self.decide(trainer, since >= self.patience):
+            best_step = (self.best[0] + 1) * self.window - 1
+            recent = self.means[-self.patience:]
             self.fire(
                 trainer,
-                f"the mean training loss has not fallen by {self.min_decrease:g}% for "
-                f"{self.patience} windows of {self.window} steps "
-                f"(window means: {', '.join(f'{m:.4g}' for m in self.means[-self.patience - 1:])})",
+                f"the mean training loss has not fallen {self.min_decrease:g}% below its best "
+                f"({self.best[1]:.4g}, window ending at step {best_step}) for {since} windows "
+                f"of {self.window} steps (since: {', '.join(f'{m:.4g}' for m in recent)})",
                 {"window_steps": self.window, "min_decrease_percent": self.min_decrease,
-                 "patience_windows": self.patience,
-                 "window_means": self.means[-self.patience - 1:],
-                 "last_decrease_percent": decrease},
+                 "patience_windows": self.patience, "best_window_mean": self.best[1],
+                 "best_window_last_step": best_step, "window_means_since": recent},
             )
 
 

@@ -37,12 +37,11 @@ class _Timed(Rule):
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                              batch: Any, batch_idx: int) -> None:
-        self.clock.batch_start()
+        self.clock.batch_start(trainer.global_step)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            outputs: Any, batch: Any, batch_idx: int) -> None:
-        step = self.clock.batch_end(trainer.current_epoch, trainer.global_step,
-                                    batch_size_of(batch))
+        step = self.clock.batch_end(trainer.current_epoch, batch_size_of(batch))
         if step is None:
             return
         self.steps.append(step)

@@ -27,6 +27,7 @@ class StepClock:
     def __init__(self) -> None:
         self.mark: float | None = None
         self.started: float | None = None
+        self.step = 0
 
     def epoch_start(self) -> None:
         self.mark = time.perf_counter()
@@ -38,15 +39,15 @@ class StepClock:
     def resume(self) -> None:
         self.mark = time.perf_counter()
 
-    def batch_start(self) -> None:
-        self.started = time.perf_counter()
+    def batch_start(self, step: int) -> None:
+        self.started, self.step = time.perf_counter(), step
 
-    def batch_end(self, epoch: int, step: int, images: int) -> StepTime | None:
+    def batch_end(self, epoch: int, images: int) -> StepTime | None:
         now = time.perf_counter()
         if self.started is None:
             return None
         wait = self.started - self.mark if self.mark is not None else 0.0
-        result = StepTime(epoch, step, max(0.0, wait), now - self.started, images)
+        result = StepTime(epoch, self.step, max(0.0, wait), now - self.started, images)
         self.mark, self.started = now, None
         return result
 

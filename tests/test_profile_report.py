@@ -1,0 +1,133 @@
+"""profile_report.md/.html after every run (callbacks=default) and the profilers (conf/profiler):
+the report's figures agree with the run that wrote it."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from bincount.callbacks.profile_report import ProfileReport, step_outliers
+from bincount.callbacks.rules.timing import StepTime
+from bincount.train import train
+
+MakeCfg = Callable[..., DictConfig]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Tiny steps run fastest on one thread, above all on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def row(report: str, label: str) -> str:
+    match = re.search(rf"^\| {re.escape(label)} \| (.+) \|$", report, re.MULTILINE)
+    assert match, f"no '{label}' row in the report"
+    return match.group(1)
+
+
+def number(text: str) -> float:
+    return float(re.match(r"[-0-9.]+", text).group(0))  # type: ignore[union-attr]
+
+
+def test_the_report_agrees_with_the_run(make_cfg: MakeCfg) -> None:
+    # 48 training images in batches of 8, 2 epochs; lr=100 so that a rule fires too.
+    cfg = make_cfg("profiler=simple", "model.optimizer.lr=100",
+                   "rules.loss_not_decreasing.window=1", "rules.loss_not_decreasing.patience=3")
+    started = time.perf_counter()
+    train(cfg)
+    wall = time.perf_counter() - started
+    out = Path(cfg.paths.output_dir)
+    report = (out / "profile_report.md").read_text()
+
+    assert row(report, "training steps") == "12 (2 epochs)"
+    assert row(report, "images") == "96"
+    loop = number(row(report, "training loop (wait + compute)"))
+    fit = number(row(report, "fit wall time"))
+    assert 0 < loop < fit < wall
+    images_per_s = number(row(report, "throughput"))
+    assert images_per_s == pytest.approx(96 / loop, rel=0.02)
+    assert images_per_s > 96 / wall
+    assert 0 < number(row(report, "data-loading share")) < 100
+    assert number(row(report, "process peak rss mib")) > 100
+    # Step time percentiles are ordered; the outlier line says how many steps exceed the limit.
+    compute = [float(v) for v in row(report, "compute (ms)").split(" | ")]
+    assert compute[0] <= compute[1] <= compute[2] <= compute[3] <= compute[4]
+    assert re.search(r"Outliers \(compute > median \+ 5·MAD = [0-9.]+ ms\): \d+ of 12 steps",
+                     report)
+    # The rule that fired, with its step; the profiler and where its output is.
+    assert re.search(r"^\| LossNotDecreasing \| 4 \| 0 \| the mean training loss", report,
+                     re.MULTILINE)
+    assert f"`SimpleProfiler`, output in `{out / 'profiler'}`" in report
+    assert (out / "profiler" / "fit-simple.txt").is_file()
+    html = (out / "profile_report.html").read_text()
+    assert "<table>" in html and "<td>LossNotDecreasing</td>" in html
+
+
+class SlowStep(pl.Callback):
+    """Makes one training step take ``seconds`` longer (inside the step, as a slow kernel
+    or a GC pause would)."""
+
+    def __init__(self, batch_idx: int, seconds: float) -> None:
+        self.batch_idx, self.seconds = batch_idx, seconds
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: Any, batch: Any,
+                             batch_idx: int) -> None:
+        if batch_idx == self.batch_idx:
+            time.sleep(self.seconds)
+
+
+def test_a_slow_step_is_listed_as_an_outlier(make_cfg: MakeCfg, tmp_path: Path) -> None:
+    cfg = make_cfg("trainer.max_epochs=1")
+    report = ProfileReport(output_dir=tmp_path / "report", rules_file=None)
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=[report, SlowStep(3, 2.0)],
+                                      logger=False, enable_checkpointing=False)
+    pl.seed_everything(0)
+    trainer.fit(instantiate(cfg.model), datamodule=instantiate(cfg.data))
+
+    text = (tmp_path / "report" / "profile_report.md").read_text()
+    assert "1 of 6 steps" in text
+    (outlier,) = re.findall(r"^\| (\d+) \| 0 \| ([0-9.]+) \|", text, re.MULTILINE)
+    assert outlier[0] == "3" and float(outlier[1]) >= 2000
+    assert "None selected" in text and "No rules file configured." in text
+
+
+def test_outliers_are_steps_slower_than_median_plus_k_mad() -> None:
+    times = [0.10, 0.11, 0.09, 0.10, 0.11, 0.09, 0.30, 0.10]  # median 0.10, MAD 0.01
+    steps = [StepTime(0, i, 0.0, t, 8) for i, t in enumerate(times)]
+    median, limit, outliers = step_outliers(steps, k=5)
+    assert (median, limit) == (pytest.approx(0.10), pytest.approx(0.15))
+    assert [s.step for s in outliers] == [6]
+    assert [s.step for s in step_outliers(steps, k=0.5)[2]] == [1, 4, 6]
+
+
+@pytest.mark.parametrize("name", ["simple", "advanced", "pytorch"])
+def test_each_profiler_config_builds_its_lightning_profiler(make_cfg: MakeCfg,
+                                                            name: str) -> None:
+    cfg = make_cfg(f"profiler={name}")
+    profiler = instantiate(cfg.profiler)
+    assert type(profiler).__name__.lower() == f"{name}profiler"
+    assert Path(profiler.dirpath) == Path(cfg.paths.output_dir) / "profiler"
+    assert "profiler" not in make_cfg()  # off unless asked for
+
+
+@pytest.mark.slow
+def test_the_pytorch_profiler_writes_a_trace(make_cfg: MakeCfg) -> None:
+    cfg = make_cfg("profiler=pytorch", "trainer.max_epochs=1")
+    train(cfg)
+    out = Path(cfg.paths.output_dir)
+    traces = list((out / "profiler").glob("*.pt.trace.json"))
+    assert traces, f"no trace in {out / 'profiler'}"
+    assert '"traceEvents"' in traces[0].read_text()[:10000]
+    assert "`PyTorchProfiler`" in (out / "profile_report.md").read_text()
