@@ -1,0 +1,138 @@
+"""The notebooks run top to bottom in a fresh kernel, headless and offline, at tiny sizes set
+through their parameters cell; and the committed copies carry no outputs."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+from nbformat import NotebookNode
+from nbstripout import strip_output
+
+from .conftest import ROOT
+
+NOTEBOOKS = ROOT / "notebooks"
+NAMES = ["01_explore_data", "02_train_and_evaluate", "03_tune_and_deploy"]
+PARAMETERS_TAG = "parameters"
+
+
+def inject_parameters(nb: NotebookNode, parameters: dict[str, Any]) -> None:
+    """Papermill's convention: a cell right after the one tagged "parameters" overrides it."""
+    tagged = [i for i, c in enumerate(nb.cells) if PARAMETERS_TAG in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, "a notebook needs exactly one cell tagged 'parameters'"
+    source = "\n".join(f"{name} = {value!r}" for name, value in parameters.items())
+    cell = nbformat.v4.new_code_cell(source, metadata={"tags": ["injected-parameters"]})
+    nb.cells.insert(tagged[0] + 1, cell)
+
+
+def execute(name: str, parameters: dict[str, Any], workdir: Path, timeout: float) -> NotebookNode:
+    """Run every cell in a new kernel started in ``workdir``; a cell error fails the run, and so
+    does the whole notebook taking longer than ``timeout`` seconds."""
+    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    inject_parameters(nb, parameters)
+    client = NotebookClient(
+        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}
+    )
+    try:
+        asyncio.run(asyncio.wait_for(client.async_execute(), timeout))
+    except TimeoutError:
+        pytest.fail(f"{name}.ipynb took longer than {timeout} s")
+    finally:
+        # Keep the executed copy for a look after a failure (outputs never go into git).
+        nbformat.write(nb, workdir / f"{name}.executed.ipynb")
+    return nb
+
+
+def text_output(nb: NotebookNode) -> str:
+    parts = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            parts.append(out.get("text", ""))
+            parts.append(out.get("data", {}).get("text/plain", ""))
+    return "\n".join(parts)
+
+
+def figures(nb: NotebookNode) -> int:
+    return sum("image/png" in out.get("data", {}) for c in nb.cells for out in c.get("outputs", []))
+
+
+@pytest.fixture
+def kernel_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What CI has: no display, no AWS role (so the SageMaker cells are skipped). One torch
+    thread: on a busy 2-core machine two threads per process run several times slower."""
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("PYTHONWARNINGS", "ignore")
+    monkeypatch.delenv("SAGEMAKER_ROLE", raising=False)
+    monkeypatch.delenv("DISPLAY", raising=False)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One root_dir for the three notebooks: the synthetic set is rendered once."""
+    return tmp_path_factory.mktemp("notebook_root")
+
+
+@pytest.mark.parametrize("sample", ["real", "absent"])
+def test_explore_data_shows_the_subset_photos_metadata_and_splits(
+    sample: str, root: Path, tmp_path: Path, kernel_env: None
+) -> None:
+    parameters: dict[str, Any] = {"root_dir": str(root)}
+    if sample == "absent":
+        parameters["sample_dir"] = str(tmp_path / "no_sample")
+    nb = execute("01_explore_data", parameters, tmp_path, timeout=150)
+    text = text_output(nb)
+    # the per-count table of the packaged list, and the split manifest's rows
+    assert "10441" in text and "1228" in text and "2666" in text
+    assert "train" in text and "val" in text and "test" in text
+    assert ("synthetic bins" in text) == (sample == "absent")
+    # counts bar, sample counts, photo grid, sizes, transforms, metadata, split balance
+    assert figures(nb) >= 7
+
+
+@pytest.mark.slow
+def test_train_and_evaluate_trains_and_reads_its_results_back(
+    root: Path, tmp_path: Path, kernel_env: None
+) -> None:
+    nb = execute("02_train_and_evaluate", {"root_dir": str(root)}, tmp_path, timeout=300)
+    runs = list((root / "outputs" / "train" / "runs").iterdir())
+    assert len(runs) == 1
+    metrics = json.loads((runs[0] / "metrics.json").read_text())
+    assert (runs[0] / "model" / "model.pt").is_file()
+    text = text_output(nb)
+    assert f"{metrics['test_acc']:.3f}" in text  # the notebook reports the run's own metrics
+    assert "worst" in text
+    # TensorBoard curves, confusion matrix, worst predictions
+    assert figures(nb) >= 3
+
+
+@pytest.mark.slow
+def test_tune_and_deploy_runs_a_study_retrains_and_serves(
+    root: Path, tmp_path: Path, kernel_env: None
+) -> None:
+    nb = execute("03_tune_and_deploy", {"root_dir": str(root)}, tmp_path, timeout=480)
+    text = text_output(nb)
+    assert "SAGEMAKER_ROLE is not set" in text  # the AWS cells said why they did nothing
+    assert '"count"' in text or "'count'" in text  # the local endpoint answered
+    assert figures(nb) >= 1
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_committed_notebook_has_no_outputs_and_a_parameters_cell(name: str) -> None:
+    path = NOTEBOOKS / f"{name}.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert [i for i, c in enumerate(code) if c.outputs or c.execution_count is not None] == [], (
+        f"{path} has outputs or execution counts: strip them with `nbstripout {path}`"
+    )
+    stripped = strip_output(copy.deepcopy(nb), keep_output=False, keep_count=False, keep_id=False)
+    assert stripped == nb, f"{path} carries metadata nbstripout removes: run `nbstripout {path}`"
+    assert sum(PARAMETERS_TAG in c.metadata.get("tags", []) for c in code) == 1
+    assert nb.cells[0].cell_type == "markdown", "a notebook opens by saying what it shows"
