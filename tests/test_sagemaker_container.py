@@ -22,7 +22,7 @@ import tarfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import boto3
 import pytest
@@ -118,10 +118,17 @@ def metric_values(output: str, definitions: list[dict[str, str]]) -> dict[str, l
     return {d["Name"]: [float(v) for v in re.findall(d["Regex"], output)] for d in definitions}
 
 
+class Run(NamedTuple):
+    request: dict[str, Any]  # CreateTrainingJob, as sent
+    base: Path  # the SAGEMAKER_BASE_DIR tree
+    done: subprocess.CompletedProcess  # the toolkit's run
+    first: Path  # a copy of that run's model/ and output/ (the restart test replaces them)
+
+
 @pytest.fixture(scope="module")
 def trained(aws: LocalS3, channel: Path, tmp_path_factory: pytest.TempPathFactory,
-            ) -> tuple[dict[str, Any], Path, subprocess.CompletedProcess]:
-    """One job submitted and run by the toolkit: (request, base dir, the toolkit's run)."""
+            ) -> Run:
+    """One job submitted and run by the toolkit."""
     tmp = tmp_path_factory.mktemp("submit")
 
     def make_cfg(*overrides: str, tiny: bool = False) -> DictConfig:
@@ -132,14 +139,17 @@ def trained(aws: LocalS3, channel: Path, tmp_path_factory: pytest.TempPathFactor
     base = sagemaker_tree(tmp_path_factory.mktemp("opt_ml"), request, channel)
     done = run_toolkit(base)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
-    return request, base, done
+    first = tmp_path_factory.mktemp("first_run")
+    for name in ("model", "output"):
+        shutil.copytree(base / name, first / name)
+    return Run(request, base, done, first)
 
 
 @pytest.mark.slow
 def test_the_toolkit_runs_the_submitted_job_and_a_restart_resumes(
-    trained: tuple[dict[str, Any], Path, subprocess.CompletedProcess], channel: Path,
+    trained: Run, channel: Path,
 ) -> None:
-    request, base, done = trained
+    request, base, done, _ = trained
     log = done.stdout + done.stderr
 
     assert (base / "output" / "success").is_file(), "the toolkit's success marker"
@@ -170,10 +180,11 @@ def test_the_toolkit_runs_the_submitted_job_and_a_restart_resumes(
     sagemaker_tree(base, request, channel, {"trainer.max_epochs": json.dumps("2")})
     again = run_toolkit(base)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-5000:]
-    assert "Restoring states from the checkpoint path" in again.stdout + again.stderr
+    last = base / "checkpoints" / "last.ckpt"
+    assert f"Restoring states from the checkpoint path at {last}" in again.stdout + again.stderr
     epochs = re.findall(r"epoch=(\d+) val_loss=", again.stdout)
     assert epochs == ["1"], "only the epoch after the checkpoint was trained"
-    assert torch.load(base / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
+    assert torch.load(last, weights_only=True, map_location="cpu")["epoch"] == 1
     assert (base / "model" / "model.pt").is_file() and (base / "output" / "success").is_file()
 
 
@@ -194,14 +205,13 @@ def resolved_without_locations(cfg: DictConfig) -> dict[str, Any]:
 
 @pytest.mark.slow
 def test_the_container_trains_on_the_config_launcher_local_composes(
-    trained: tuple[dict[str, Any], Path, subprocess.CompletedProcess], channel: Path,
+    trained: Run, channel: Path,
 ) -> None:
-    _, base, _ = trained
-    in_container = OmegaConf.load(base / "output" / "data" / ".hydra" / "config.yaml")
+    _, base, _, first = trained
+    in_container = OmegaConf.load(first / "output" / "data" / ".hydra" / "config.yaml")
     with initialize_config_dir(str(ROOT / "conf")):
         local = compose("train", overrides=["launcher=local", *OVERRIDES,
                                             f"paths.data_dir={channel}"])
-    local.pop("hydra", None)
     assert in_container.launcher == local.launcher
     assert resolved_without_locations(in_container) == resolved_without_locations(local)
     # and the locations are the container's
@@ -221,20 +231,20 @@ def _tar_gz(directory: Path) -> bytes:
 
 @pytest.mark.slow
 def test_waiting_streams_the_log_then_unpacks_model_and_metrics(
-    trained: tuple[dict[str, Any], Path, subprocess.CompletedProcess], aws: LocalS3,
+    trained: Run, aws: LocalS3,
     tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
     """SageMaker's part after the run, played with the run's real outputs: model.tar.gz and
     output.tar.gz under the job's output path, its log in CloudWatch (moto marks the job
     Completed at once); then ``follow`` does what ``launcher.wait=true`` does."""
-    request, base, done = trained
+    request, _, done, first = trained
     job = request["TrainingJobName"]
     output = request["OutputDataConfig"]["S3OutputPath"].removeprefix(f"s3://{BUCKET}/")
     s3 = boto3.client("s3", region_name=REGION)
     s3.put_object(Bucket=BUCKET, Key=f"{output}/{job}/output/model.tar.gz",
-                  Body=_tar_gz(base / "model"))
+                  Body=_tar_gz(first / "model"))
     s3.put_object(Bucket=BUCKET, Key=f"{output}/{job}/output/output.tar.gz",
-                  Body=_tar_gz(base / "output" / "data"))
+                  Body=_tar_gz(first / "output" / "data"))
     logs = boto3.client("logs", region_name=REGION)
     group, stream = "/aws/sagemaker/TrainingJobs", f"{job}/algo-1-1700000000"
     logs.create_log_group(logGroupName=group)
@@ -246,14 +256,14 @@ def test_waiting_streams_the_log_then_unpacks_model_and_metrics(
     ])
     session, _ = recording_session()
 
-    result = follow(job, session, tmp_path / "run", tmp_path / "run" / "model")
+    result = follow(job, session, tmp_path / "run", tmp_path / "run" / "model", poll=1)
 
     out = capsys.readouterr().out
     assert "best val_loss=" in out, "the job's log was streamed"
     net, spec = load_model(tmp_path / "run" / "model")
     assert spec.arch == "resnet18"
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics == json.loads((base / "output" / "data" / "metrics.json").read_text())
+    assert metrics == json.loads((first / "output" / "data" / "metrics.json").read_text())
     assert result["metrics"]["val_loss"] == metrics["val_loss"]
     assert (tmp_path / "run" / "job" / ".hydra" / "config.yaml").is_file()
     assert json.loads((tmp_path / "run" / "job.json").read_text())["job_name"] == job
@@ -262,14 +272,17 @@ def test_waiting_streams_the_log_then_unpacks_model_and_metrics(
 
 @pytest.mark.slow
 def test_torch_distributed_runs_lightning_ddp_over_torchrun(
-    aws: LocalS3, channel: Path, tmp_path: Path, make_cfg: Callable[..., DictConfig],
+    trained: Run, channel: Path,
+    tmp_path: Path,
 ) -> None:
-    """A multi-GPU instance gets the torch_distributed distribution; on this CPU machine the
-    processes-per-host parameter stands in for the instance's GPU count (2 processes, gloo)."""
-    request = submitted(make_cfg, "launcher.instance_type=ml.g4dn.12xlarge")
-    assert json.loads(request["HyperParameters"]["sagemaker_torch_distributed_enabled"]) is True
-    base = sagemaker_tree(tmp_path / "opt_ml", request, channel,
-                          {"sagemaker_mpi_num_of_processes_per_host": "2"})
+    """The job as the SDK sends it for a multi-GPU instance or several instances (the launcher
+    tests check that it adds this flag); on this CPU machine the processes-per-host parameter
+    stands in for the instance's GPU count: two processes, gloo."""
+    request = trained.request
+    base = sagemaker_tree(tmp_path / "opt_ml", request, channel, {
+        "sagemaker_torch_distributed_enabled": "true",
+        "sagemaker_mpi_num_of_processes_per_host": "2",
+    })
 
     done = run_toolkit(base)
 

@@ -91,10 +91,10 @@ def distributed_overrides(env: Mapping[str, str]) -> list[str]:
     if world <= 1:
         return []
     local = int(env.get("LOCAL_WORLD_SIZE", str(world)))
-    return [
-        "trainer.strategy=ddp",
-        f"trainer.devices={local}",
-        f"trainer.num_nodes={world // local}",
+    return [  # ``++``: strategy and num_nodes need not be in the trainer config
+        "++trainer.strategy=ddp",
+        f"++trainer.devices={local}",
+        f"++trainer.num_nodes={world // local}",
     ]
 
 

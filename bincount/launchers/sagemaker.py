@@ -256,9 +256,8 @@ def gpu_count(instance_type: str, region: str) -> int:
     return int(instance_types_gpu_info.retrieve(region).get(instance_type, {}).get("Count", 0))
 
 
-def check_instance_type(launcher: DictConfig, settings: Settings, session: Session) -> None:
-    """The type exists, the PyTorch image exists for it in the region, and (where Service
-    Quotas can be read) the region offers it for training and the account's quota covers it."""
+def check_instance_type(launcher: DictConfig, settings: Settings) -> None:
+    """The type exists, and the PyTorch training image exists for it in the region."""
     it, region = settings.instance_type, settings.region
     known = training_instance_types()
     if it not in known:
@@ -279,7 +278,13 @@ def check_instance_type(launcher: DictConfig, settings: Settings, session: Sessi
         raise _fail("instance_count", f"{settings.instance_count} instances of {it}, which "
                     "has no GPU", "Distributed training (torch_distributed) needs GPU instances: "
                     "pick e.g. launcher.instance_type=ml.g4dn.xlarge, or launcher.instance_count=1")
-    _check_quota(session.boto_session, it, region, settings.instance_count, settings.spot)
+
+
+def check_quota(session: Session, settings: Settings) -> None:
+    """Where Service Quotas can be read: the region offers the type for training, and the
+    account's quota covers the instance count."""
+    _check_quota(session.boto_session, settings.instance_type, settings.region,
+                 settings.instance_count, settings.spot)
 
 
 def _check_quota(boto_session: boto3.Session, instance_type: str, region: str, count: int,
@@ -426,9 +431,10 @@ def prepare(
     hyperparameters = to_hyperparameters(overrides)
     check_overrides(overrides)
     settings = check_settings(cfg.launcher, cfg, _region(cfg.launcher, session))
+    check_instance_type(cfg.launcher, settings)
     try:
         session = session or make_session(region=settings.region)
-        check_instance_type(cfg.launcher, settings, session)
+        check_quota(session, settings)
         if settings.output_path:
             base_uri = settings.output_path
         else:
@@ -496,14 +502,14 @@ def _download_and_unpack(s3: Any, uri: str, dest: Path) -> bool:
 
 
 def follow(job_name: str, session: Session, output_dir: Path, model_dir: Path,
-           logs: bool = True) -> dict[str, Any]:
+           logs: bool = True, poll: int = 10) -> dict[str, Any]:
     """Wait for the job (streaming its logs), then unpack its model into ``model_dir`` and its
     output (metrics.json, resolved config, log) into ``<output_dir>/job``; print the metrics."""
     try:
         if logs:
-            session.logs_for_job(job_name, wait=True)
+            session.logs_for_job(job_name, wait=True, poll=poll)
         else:
-            session.wait_for_job(job_name)
+            session.wait_for_job(job_name, poll=poll)
     except UnexpectedStatusException as err:
         raise BincountError(f"training job {job_name} did not complete: {err}") from err
     desc = session.sagemaker_client.describe_training_job(TrainingJobName=job_name)
