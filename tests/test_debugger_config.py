@@ -163,6 +163,17 @@ def hook_config(path: Path, out_dir: Path) -> Path:
     return path
 
 
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Tiny steps run fastest on one thread, above all on a busy machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def fit_with_hook(cfg: DictConfig, hook: Any) -> None:
     import pytorch_lightning as pl
     from hydra.utils import instantiate
@@ -174,8 +185,9 @@ def fit_with_hook(cfg: DictConfig, hook: Any) -> None:
     assert isinstance(trainer, pl.Trainer)
 
 
-def test_the_smdebug_callback_is_a_no_op_without_a_hook_config(make_cfg: Any,
-                                                               tmp_path: Path) -> None:
+def test_the_smdebug_callback_is_a_no_op_without_a_hook_config(
+    make_cfg: Any, tmp_path: Path, one_thread: None
+) -> None:
     from bincount.callbacks.smdebug_hook import SmdebugHook
 
     hook = SmdebugHook(config_path=tmp_path / "absent" / "debughookconfig.json")
@@ -185,7 +197,7 @@ def test_the_smdebug_callback_is_a_no_op_without_a_hook_config(make_cfg: Any,
 
 def test_the_smdebug_callback_is_a_no_op_without_smdebug(
     make_cfg: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, one_thread: None,
 ) -> None:
     import importlib.util
 

@@ -143,7 +143,7 @@ class ProfileReport(pl.Callback):
             "",
             "| | |",
             "|---|---|",
-            f"| training steps | {s['steps']} ({s['epochs']} epochs) |",
+            f"| training steps | {s['steps']} ({s['epochs']} epoch{'s' * (s['epochs'] != 1)}) |",
             f"| images | {s['images']} |",
             f"| fit wall time | {s['fit_seconds']:.2f} s |",
             f"| training loop (wait + compute) | {s['train_loop_seconds']:.2f} s |",

@@ -107,7 +107,8 @@ class Rule(pl.Callback):
                     text = f"**{message}**\n\n```\n{json.dumps(entry['evidence'], indent=2)}\n```"
                     logger.experiment.add_text(f"rules/{self.name}", text, trainer.global_step)
         if self.stop_training:
-            log.error("rule %s stops training at step %d", self.name, trainer.global_step)
+            if trainer.is_global_zero:
+                log.error("rule %s stops training at step %d", self.name, trainer.global_step)
             trainer.should_stop = True
 
     def log_scalars(self, trainer: pl.Trainer, values: Mapping[str, float],
