@@ -227,6 +227,9 @@ def test_a_single_batch_for_many_epochs_overfits_and_overtrains(
     # Overtraining was set to stop the run: it ended in the epoch the rule fired.
     assert trainer.current_epoch == rules["Overtraining"]["epoch"] + 1 < 10
     assert {"Overfit", "Overtraining"} <= set(rule_warnings(caplog))
+    # The scalar a rule judges by goes on after it fired: one point per epoch.
+    gap = tensorboard(cfg).Scalars("rules/Overfit/val_minus_train_loss")
+    assert len(gap) == trainer.current_epoch
 
 
 class SlowLoader:

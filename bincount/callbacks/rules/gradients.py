@@ -38,7 +38,7 @@ class VanishingGradient(Rule):
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                                  optimizer: torch.optim.Optimizer) -> None:
-        if self.fired or trainer.global_step % self.every_n_steps != 0:
+        if trainer.global_step % self.every_n_steps != 0:
             return
         params = [(n, p) for n, p in monitored(pl_module, self.pattern) if p.grad is not None]
         if not params:
@@ -51,6 +51,8 @@ class VanishingGradient(Rule):
             if self.below[name] >= self.patience:
                 low.append((name, mean))
         self.log_scalars(trainer, {"min_mean_abs_grad": min(means)})
+        if self.fired:  # the scalar goes on; the warning was given
+            return
         if self.decide(trainer, bool(low)):
             first = low[0][0] if low else "on another process"
             self.fire(
@@ -90,13 +92,13 @@ class ExplodingTensor(Rule):
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                                  optimizer: torch.optim.Optimizer) -> None:
-        if self.fired:
-            return
         params = [(n, p) for n, p in monitored(pl_module, self.pattern) if p.grad is not None]
         norms = (torch.stack([p.grad.detach().float().norm() for _, p in params]).tolist()
                  if params else [])
         total = math.sqrt(sum(n * n for n in norms)) if norms else 0.0
         self.log_scalars(trainer, {"grad_norm": total})
+        if self.fired:
+            return
         evidence: dict[str, Any] = {"loss": self.loss, "grad_norm": total}
         step = trainer.global_step
         # Under a GradScaler, non-finite gradients are expected now and then (skipped steps).

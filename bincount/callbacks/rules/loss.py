@@ -54,7 +54,7 @@ class LossNotDecreasing(Rule):
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            outputs: Any, batch: Any, batch_idx: int) -> None:
         loss = _loss_of(outputs)
-        if self.fired or loss is None:
+        if loss is None:
             return
         self.current.append(loss)
         if len(self.current) < self.window:
@@ -70,6 +70,8 @@ class LossNotDecreasing(Rule):
         since = index - self.best[0]
         self.log_scalars(trainer, {"window_mean_loss": mean, "windows_without_decrease": since},
                          every_step=True)
+        if self.fired:
+            return
         if self.decide(trainer, since >= self.patience):
             best_step = (self.best[0] + 1) * self.window - 1
             recent = self.means[-self.patience:]
@@ -112,8 +114,7 @@ class _EpochRule(Rule):
             return
         self.history.append({"epoch": trainer.current_epoch, "train": train, "val": self.val})
         self.val = None
-        if not self.fired:
-            self.check(trainer)
+        self.check(trainer)
 
     def check(self, trainer: pl.Trainer) -> None:
         raise NotImplementedError
@@ -141,6 +142,8 @@ class Overfit(_EpochRule):
         self.log_scalars(trainer, {"val_minus_train_loss": now["val"] - now["train"]},
                          every_step=True)
         since = len(self.history) - 1 - best_i
+        if self.fired:
+            return
         triggered = (since >= self.patience and now["val"] > best["val"] + self.min_delta
                      and now["train"] < best["train"])
         if self.decide(trainer, triggered):
@@ -183,6 +186,8 @@ class Overtraining(_EpochRule):
         since = len(self.history) - 1 - best_i
         self.log_scalars(trainer, {"epochs_without_improvement": since}, every_step=True)
         best = self.history[best_i]
+        if self.fired:
+            return
         if self.decide(trainer, since >= self.patience):
             self.fire(
                 trainer,
