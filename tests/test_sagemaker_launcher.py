@@ -80,8 +80,7 @@ def objects(s3: Any) -> list[str]:
 
 
 # The SDK validates its defaults config (telemetry off) on every lookup: a submission takes
-# several seconds, hence slow.
-@pytest.mark.slow
+# a few seconds.
 def test_the_request_carries_image_code_overrides_data_checkpoints_spot_metrics_tensorboard(
     aws: Any, recorded: tuple[Any, dict], make_cfg: Callable[..., DictConfig],
     capsys: pytest.CaptureFixture[str],
@@ -133,6 +132,11 @@ def test_the_request_carries_image_code_overrides_data_checkpoints_spot_metrics_
     for d in definitions:  # the lines MetricLines prints, each epoch and at the end
         assert re.search(d["Regex"], f"epoch=3 {d['Name']}=0.812345").group(1) == "0.812345"
     assert re.findall(definitions[1]["Regex"], "best val_loss=0.500000") == ["0.500000"]
+    from sagemaker.config.config_schema import TELEMETRY_OPT_OUT_PATH  # after bincount.serving
+    from sagemaker.utils import resolve_value_from_config
+
+    assert resolve_value_from_config(config_path=TELEMETRY_OPT_OUT_PATH,
+                                     sagemaker_session=job.estimator.sagemaker_session) is True
 
     out = capsys.readouterr().out
     assert f"SageMaker training job: {job.name}" in out
@@ -143,7 +147,6 @@ def test_the_request_carries_image_code_overrides_data_checkpoints_spot_metrics_
     assert [k for k in objects(aws) if job.name in k] == [source_key]
 
 
-@pytest.mark.slow
 def test_the_uploaded_bundle_is_the_package_configs_scripts_and_requirements(
     aws: Any, recorded: tuple[Any, dict], make_cfg: Callable[..., DictConfig],
 ) -> None:
@@ -323,6 +326,8 @@ def test_the_command_submits_and_returns_with_the_job_name_or_stops_with_the_fix
         name = re.search(r"SageMaker training job: (bincount-[\w-]+)", done.stdout).group(1)
         assert f"#/jobs/{name}" in done.stdout
         assert "source bundle:" in done.stdout
+        (record,) = (tmp_path / "outputs" / "train" / "runs").glob("*/job.json")
+        assert json.loads(record.read_text())["job_name"] == name
         job = boto3.client("sagemaker", endpoint_url=s3.url, region_name=REGION,
                            aws_access_key_id="testing", aws_secret_access_key="testing"
                            ).describe_training_job(TrainingJobName=name)

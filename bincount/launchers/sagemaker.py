@@ -55,6 +55,10 @@ from bincount.launchers.bundle import Bundle, container_requirements, project_ro
 from bincount.report import print_results
 
 log = logging.getLogger(__name__)
+# The SDK announces telemetry on every call even when it is off (as here); botocore logs every
+# endpoint it resolves when AWS_ENDPOINT_URL is set.
+for _name in ("sagemaker.telemetry.telemetry_logging", "botocore.configprovider"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 ENTRY_POINT = "scripts/train.py"
 CONFIG_NAME = "train"
@@ -529,7 +533,9 @@ def follow(job_name: str, session: Session, output_dir: Path, model_dir: Path,
     final = {m["MetricName"]: m["Value"] for m in desc.get("FinalMetricDataList", [])}
     summary = {"job_name": job_name, "status": desc["TrainingJobStatus"],
                "model_artifact": model_uri, "final_metrics": final}
-    write_json_atomic(output_dir / "job.json", summary)
+    previous = output_dir / "job.json"
+    known = json.loads(previous.read_text()) if previous.is_file() else {}
+    write_json_atomic(previous, {**known, **summary})
     if metrics:
         print_results(metrics, {"model": model_dir, "job output": job_dir,
                                 "metrics": output_dir / "metrics.json"})
@@ -547,6 +553,8 @@ class SageMakerLauncher:
     def run(self, cfg: DictConfig, session: Session | None = None) -> dict[str, Any]:
         job = submit(cfg, task_overrides(), session)
         result: dict[str, Any] = {"job_name": job.name, **job.locations()}
+        # where the job is, for later (aws sagemaker describe-training-job, the console)
+        write_json_atomic(Path(cfg.paths.output_dir) / "job.json", result)
         if cfg.launcher.wait:
             result.update(follow(job.name, job.estimator.sagemaker_session,
                                  Path(cfg.paths.output_dir), Path(cfg.paths.model_dir),
