@@ -98,6 +98,7 @@ def check_explore_data(nb: NotebookNode, synthetic: bool) -> None:
     assert figures(nb) >= 7
 
 
+@pytest.mark.slow
 def test_explore_data_on_the_real_sample(
     sample_dir: Path, root: Path, tmp_path: Path, kernel_env: None
 ) -> None:
@@ -107,6 +108,7 @@ def test_explore_data_on_the_real_sample(
     assert "400 bins from the real ABID sample" in text_output(nb)
 
 
+@pytest.mark.slow
 def test_explore_data_without_the_sample_shows_synthetic_bins(
     root: Path, tmp_path: Path, kernel_env: None
 ) -> None:
