@@ -3,17 +3,15 @@ images titled with their true and predicted counts."""
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pytorch_lightning as pl  # noqa: E402
-import torch  # noqa: E402
-from pytorch_lightning.loggers import TensorBoardLogger  # noqa: E402
+import pytorch_lightning as pl
+import torch
+from matplotlib.figure import Figure  # no pyplot: no backend switch, no global figure state
+from pytorch_lightning.loggers import TensorBoardLogger
 
 
-def confusion_figure(confusion: torch.Tensor, counts: list[int]) -> plt.Figure:
-    fig, ax = plt.subplots(figsize=(4.5, 4))
+def confusion_figure(confusion: torch.Tensor, counts: list[int]) -> Figure:
+    fig = Figure(figsize=(4.5, 4))
+    ax = fig.subplots()
     ax.imshow(confusion.numpy(), cmap="Blues")
     for (row, col), value in zip(
         torch.cartesian_prod(torch.arange(len(counts)), torch.arange(len(counts))).tolist(),
@@ -31,11 +29,12 @@ def confusion_figure(confusion: torch.Tensor, counts: list[int]) -> plt.Figure:
 
 def image_grid_figure(
     images: torch.Tensor, true: list[int], pred: list[int], mean: list[float], std: list[float]
-) -> plt.Figure:
+) -> Figure:
     n = len(images)
     cols = min(4, n)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.4 * rows), squeeze=False)
+    fig = Figure(figsize=(2.2 * cols, 2.4 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     shown = images * torch.tensor(std).view(3, 1, 1) + torch.tensor(mean).view(3, 1, 1)
     for ax in axes.flat:
         ax.axis("off")
