@@ -213,6 +213,7 @@ MISTAKES = [
      "launcher.inputs.train: 'bincount-jobs/abid' is not an S3 URI"),
     (["launcher.output_path=/tmp/out"], [], "launcher.output_path: '/tmp/out' is not an S3 URI"),
     (["launcher.inputs.train=null"], [], "launcher.inputs.train: no training data given"),
+    (["launcher.region=us-east-9"], [], "'us-east-9' is not a region with SageMaker"),
     (["launcher.instance_type=ml.g4dn.xlargee"], [], "Did you mean ml.g4dn.xlarge"),
     (["launcher.instance_type=ml.m5.xlarge", "launcher.instance_count=2"], [], "has no GPU"),
     (["launcher.spot=true", "launcher.max_wait=60"], [], "is less than max_run"),

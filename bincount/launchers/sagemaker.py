@@ -100,11 +100,17 @@ def _split(override: str) -> tuple[str, str]:
 
 def job_overrides(overrides: Sequence[str]) -> list[str]:
     """The overrides that travel to the job (not launcher.*, hydra.*, paths.*)."""
-    kept = []
+    kept, dropped = [], []
     for override in overrides:
         key = container.override_key(override)
-        if not any(key == k or key.startswith((f"{k}.", f"{k}/")) for k in LOCAL_ONLY):
+        top = re.split(r"[./@]", key, maxsplit=1)[0]
+        if top not in LOCAL_ONLY:
             kept.append(override)
+        elif top != "launcher":
+            dropped.append(override)
+    if dropped:
+        log.info("not sent to the job (the container sets its own locations): %s",
+                 " ".join(dropped))
     return kept
 
 
@@ -195,6 +201,12 @@ def check_settings(launcher: DictConfig, cfg: DictConfig, region: str | None) ->
     if not region:
         raise _fail("region", "no AWS region",
                     "Set launcher.region=us-east-1 (or AWS_DEFAULT_REGION)")
+    regions = sagemaker_regions()
+    if region not in regions:
+        close = difflib.get_close_matches(str(region), regions, n=3)
+        raise _fail("region", f"{region!r} is not a region with SageMaker",
+                    f"Did you mean {' or '.join(close)}?" if close else
+                    "Set launcher.region to one that has it, e.g. us-east-1")
 
     inputs = {}
     for channel, uri in (launcher.get("inputs") or {}).items():
@@ -248,6 +260,13 @@ def check_settings(launcher: DictConfig, cfg: DictConfig, region: str | None) ->
         job_name=str(job_name) if job_name else None,
         tags={str(k): str(v) for k, v in (launcher.get("tags") or {}).items()},
     )
+
+
+def sagemaker_regions() -> list[str]:
+    """The regions botocore's endpoint data lists for SageMaker, in every partition."""
+    session = boto3.Session()
+    return sorted(r for p in session.get_available_partitions()
+                  for r in session.get_available_regions("sagemaker", partition_name=p))
 
 
 def training_instance_types() -> list[str]:
