@@ -85,8 +85,10 @@ class OptunaTrialSweeperImpl(OptunaSweeperImpl):
     def sweep(self, arguments: list[str]) -> None:
         with user_errors():
             study = self._study()
-            self._run(study, arguments)
-            self._summarize(study)
+            try:
+                self._run(study, arguments)
+            finally:  # also when too many trials failed: the table shows why
+                self._summarize(study)
 
     def _study(self) -> optuna.Study:
         if self.storage.startswith("sqlite:///"):  # SQLite creates the file, not its folder
@@ -174,6 +176,8 @@ class OptunaTrialSweeperImpl(OptunaSweeperImpl):
             "metric": self.metric, "direction": self.direction_name,
             "n_trials": {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState},
             "best_trial": None, "best_value": None, "best_params": None, "retrain": None,
+            "tensorboard": f"tensorboard --logdir {self.config.hydra.sweep.dir}",
+            "dashboard": f"optuna-dashboard {self.storage}",
         }
         if any(t.state == TrialState.COMPLETE for t in trials):
             best = study.best_trial

@@ -94,4 +94,7 @@ def report(results: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
         if results.get("retrain"):
             console.print(f"retrain with the best parameters:\n  {results['retrain']}",
                           soft_wrap=True)
+    for what in ("tensorboard", "dashboard"):
+        if results.get(what):
+            console.print(f"{what}: {results[what]}", soft_wrap=True)
     console.print(f"results: {path}", soft_wrap=True)
