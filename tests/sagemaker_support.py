@@ -4,6 +4,7 @@ whose requests are recorded as sent (botocore event hooks), and the launcher set
 from __future__ import annotations
 
 import json
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +28,11 @@ def fake_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+def reset_moto(url: str) -> None:
+    """moto's server in this process shares the backends of earlier tests: start empty."""
+    urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"))
 
 
 def recording_session(region: str = REGION) -> tuple[Any, dict[str, dict]]:

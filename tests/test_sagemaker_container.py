@@ -38,7 +38,14 @@ from bincount.launchers.sagemaker import follow, submit
 from bincount.models.export import load_model
 
 from .conftest import ROOT
-from .sagemaker_support import BUCKET, REGION, fake_credentials, launch_cfg, recording_session
+from .sagemaker_support import (
+    BUCKET,
+    REGION,
+    fake_credentials,
+    launch_cfg,
+    recording_session,
+    reset_moto,
+)
 
 # Tiny training on the ABID-layout channel (data=abid reads paths.data_dir = SM_CHANNEL_TRAIN).
 OVERRIDES = [
@@ -56,6 +63,7 @@ def aws() -> Iterator[LocalS3]:
     with pytest.MonkeyPatch.context() as mp, LocalS3(REGION) as s3:
         fake_credentials(mp)
         mp.setenv("AWS_ENDPOINT_URL", s3.url)
+        reset_moto(s3.url)
         s3.client().create_bucket(Bucket=BUCKET)
         yield s3
 

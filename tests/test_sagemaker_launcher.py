@@ -40,6 +40,7 @@ from .sagemaker_support import (
     fake_credentials,
     launch_cfg,
     recording_session,
+    reset_moto,
 )
 
 OVERRIDES = [
@@ -304,6 +305,7 @@ def test_the_command_submits_and_returns_with_the_job_name_or_stops_with_the_fix
 ) -> None:
     """``scripts/train.py launcher=sagemaker ...`` against moto's server on 127.0.0.1."""
     with LocalS3(REGION) as s3:
+        reset_moto(s3.url)
         client = s3.client()
         client.create_bucket(Bucket=BUCKET)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SAGEMAKER_"))}
