@@ -335,3 +335,20 @@ def test_the_command_submits_and_returns_with_the_job_name_or_stops_with_the_fix
                            aws_access_key_id="testing", aws_secret_access_key="testing"
                            ).describe_training_job(TrainingJobName=name)
         assert job["HyperParameters"]["model.optimizer.lr"] == '"0.0023"'
+
+
+def test_debugger_switch_reaches_the_training_job(
+    aws: Any, recorded: tuple[Any, dict], make_cfg: Callable[..., DictConfig],
+) -> None:
+    session, sent = recorded
+    submit(launch_cfg(make_cfg, []), [], session)
+    off = sent["CreateTrainingJob"]
+    assert "DebugRuleConfigurations" not in off and "DebugHookConfig" not in off
+    assert off.get("ProfilerConfig", {}).get("DisableProfiler") is True
+
+    submit(launch_cfg(make_cfg, [], "launcher.debugger.enabled=true"), [], session)
+    on = sent["CreateTrainingJob"]
+    rules = {r["RuleConfigurationName"] for r in on["DebugRuleConfigurations"]}
+    assert {"VanishingGradient", "Overfit", "LossNotDecreasing"} <= rules
+    # (the SDK itself leaves the hook config out of a job that syncs checkpoints)
+    assert on["ProfilerConfig"].get("DisableProfiler") is not True

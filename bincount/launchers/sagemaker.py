@@ -52,6 +52,7 @@ from bincount.data.abid import write_json_atomic
 from bincount.errors import BincountError
 from bincount.launchers import container
 from bincount.launchers.bundle import Bundle, container_requirements, project_root, stage_bundle
+from bincount.launchers.debugger import debugger_kwargs, debugger_requirements
 from bincount.report import print_results
 
 log = logging.getLogger(__name__)
@@ -429,9 +430,9 @@ def build_estimator(
         keep_alive_period_in_seconds=settings.keep_alive_period,
         tags=[{"Key": k, "Value": v} for k, v in settings.tags.items()] or None,
         base_job_name=str(launcher.base_job_name),
-        debugger_hook_config=False,
-        disable_profiler=True,
         sagemaker_session=session,
+        # SageMaker Debugger rules, hook and profiler when launcher.debugger.enabled, else off.
+        **debugger_kwargs(launcher.get("debugger")),
     )
 
 
@@ -469,6 +470,7 @@ def prepare(
     requirements = None
     if cfg.launcher.get("install_requirements", True):
         requirements = container_requirements(cfg.launcher.get("requirements_exclude") or ())
+        requirements += debugger_requirements(cfg.launcher.get("debugger"))
     with tempfile.TemporaryDirectory(prefix="bincount-bundle-") as tmp:
         bundle = stage_bundle(Path(tmp) / "source", requirements)
         estimator = build_estimator(cfg, hyperparameters, settings, str(bundle.root), base_uri,
