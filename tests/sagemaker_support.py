@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import boto3
 import pytest
+from moto import mock_aws
 from omegaconf import DictConfig
 
 from bincount.serving.predictor import make_session
@@ -28,6 +30,16 @@ def fake_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+@contextmanager
+def moto_bucket(monkeypatch: pytest.MonkeyPatch, bucket: str = BUCKET) -> Iterator[Any]:
+    """moto in-process, fake credentials and one bucket: yields that bucket's S3 client."""
+    with mock_aws():
+        fake_credentials(monkeypatch)
+        s3 = boto3.client("s3", region_name=REGION)
+        s3.create_bucket(Bucket=bucket)
+        yield s3
 
 
 def reset_moto(url: str) -> None:

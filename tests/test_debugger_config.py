@@ -11,12 +11,12 @@ from typing import Any
 import boto3
 import pytest
 from hydra import compose, initialize_config_dir
-from moto import mock_aws
 from omegaconf import DictConfig, OmegaConf
 
 from bincount.errors import BincountError
 from bincount.launchers.debugger import debugger_kwargs, debugger_requirements
 from bincount.serving.predictor import make_session
+from tests.sagemaker_support import moto_bucket
 
 ROOT = Path(__file__).resolve().parents[1]
 REGION = "us-east-1"
@@ -34,13 +34,7 @@ def debugger_cfg(*overrides: str) -> DictConfig:
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for var in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    with mock_aws():
-        boto3.client("s3", region_name=REGION).create_bucket(Bucket=BUCKET)
+    with moto_bucket(monkeypatch, BUCKET):
         yield
 
 

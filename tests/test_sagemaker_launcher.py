@@ -17,7 +17,6 @@ from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
 from omegaconf import DictConfig
 from packaging.requirements import Requirement
 from sagemaker_training import mapping
@@ -39,6 +38,7 @@ from .sagemaker_support import (
     decoded,
     fake_credentials,
     launch_cfg,
+    moto_bucket,
     recording_session,
     reset_moto,
 )
@@ -54,10 +54,7 @@ IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.6.0-gpu
 @pytest.fixture(scope="module")
 def aws() -> Iterator[Any]:
     """moto for the whole module (starting it takes a while): the S3 client of its bucket."""
-    with pytest.MonkeyPatch.context() as mp, mock_aws():
-        fake_credentials(mp)
-        s3 = boto3.client("s3", region_name=REGION)
-        s3.create_bucket(Bucket=BUCKET)
+    with pytest.MonkeyPatch.context() as mp, moto_bucket(mp) as s3:
         yield s3
 
 

@@ -14,13 +14,13 @@ import boto3
 import pytest
 import torch
 from botocore.exceptions import ClientError
-from moto import mock_aws
 from omegaconf import DictConfig
 
 from bincount.errors import BincountError
 from bincount.serving import ImagePredictor, handlers
 from bincount.serving.deploy import delete_endpoint, deploy, deploy_model
 from bincount.serving.predictor import make_session
+from tests.sagemaker_support import moto_bucket
 from tests.serving_support import make_model_dir
 
 REGION = "us-east-1"
@@ -37,13 +37,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for var in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    with mock_aws():
-        boto3.client("s3", region_name=REGION).create_bucket(Bucket=BUCKET)
+    with moto_bucket(monkeypatch, BUCKET):
         yield
 
 

@@ -12,7 +12,6 @@ import boto3
 import hydra
 import pytest
 import yaml
-from moto import mock_aws
 from omegaconf import DictConfig
 
 from bincount.callbacks.metric_lines import metric_definitions
@@ -29,6 +28,7 @@ from .sagemaker_support import (
     TRAIN,
     decoded,
     fake_credentials,
+    moto_bucket,
     recording_session,
 )
 
@@ -41,10 +41,7 @@ TUNE = hydra.main(config_path=str(ROOT / "conf"), config_name="tune")(objective)
 
 @pytest.fixture(scope="module")
 def aws() -> Iterator[Any]:
-    with pytest.MonkeyPatch.context() as mp, mock_aws():
-        fake_credentials(mp)
-        s3 = boto3.client("s3", region_name=REGION)
-        s3.create_bucket(Bucket=BUCKET)
+    with pytest.MonkeyPatch.context() as mp, moto_bucket(mp) as s3:
         yield s3
 
 
