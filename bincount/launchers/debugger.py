@@ -63,6 +63,11 @@ def debugger_kwargs(debugger: DictConfig | Mapping[str, Any] | None) -> dict[str
         rule_configs,
     )
 
+    hook = cfg.get("hook") or {}
+    hook_collections = {
+        c: CollectionConfig(name=c, parameters={k: str(v) for k, v in (p or {}).items()} or None)
+        for c, p in (hook.get("collections") or {}).items()
+    }
     stop_on = set(cfg.get("stop_training_on") or [])
     rules: list[Any] = []
     for name, params in (cfg.get("rules") or {}).items():
@@ -71,9 +76,16 @@ def debugger_kwargs(debugger: DictConfig | Mapping[str, Any] | None) -> dict[str
         base = _rule_config(name, "rules", profiler=False)()
         actions = (rule_configs.ActionList(rule_configs.StopTraining())
                    if name in stop_on else None)
+        # A rule's own collection (e.g. "losses" every 500 steps) would reach the job beside
+        # the hook's collection of the same name, in an order that varies by run: the hook's wins.
+        collections = [
+            hook_collections.get(c["CollectionName"])
+            or CollectionConfig(name=c["CollectionName"], parameters=c.get("CollectionParameters"))
+            for c in base.get("CollectionConfigurations", [])
+        ]
         rules.append(Rule.sagemaker(
             base, rule_parameters={k: str(v) for k, v in params.items()} or None,
-            actions=actions,
+            collections_to_save=collections or None, actions=actions,
         ))
     active = {name for name, params in (cfg.get("rules") or {}).items() if params is not None}
     if stop_on - active:
@@ -85,14 +97,10 @@ def debugger_kwargs(debugger: DictConfig | Mapping[str, Any] | None) -> dict[str
             continue
         rules.append(ProfilerRule.sagemaker(_rule_config(name, "profiler_rules", True)(**params)))
 
-    hook = cfg.get("hook") or {}
     hook_config = DebuggerHookConfig(
         s3_output_path=hook.get("s3_output_path"),  # None: the estimator's output_path
         hook_parameters={k: str(v) for k, v in (hook.get("parameters") or {}).items()} or None,
-        collection_configs=[
-            CollectionConfig(name=c, parameters={k: str(v) for k, v in (p or {}).items()} or None)
-            for c, p in (hook.get("collections") or {}).items()
-        ] or None,
+        collection_configs=list(hook_collections.values()) or None,
     )
     profiler = cfg.get("profiler") or {}
     profiler_config = ProfilerConfig(
