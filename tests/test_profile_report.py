@@ -97,9 +97,11 @@ def test_a_slow_step_is_listed_as_an_outlier(make_cfg: MakeCfg, tmp_path: Path) 
     trainer.fit(instantiate(cfg.model), datamodule=instantiate(cfg.data))
 
     text = (tmp_path / "report" / "profile_report.md").read_text()
-    assert "1 of 6 steps" in text
-    (outlier,) = re.findall(r"^\| (\d+) \| 0 \| ([0-9.]+) \|", text, re.MULTILINE)
-    assert outlier[0] == "3" and float(outlier[1]) >= 2000
+    # The injected 2 s step is listed; on a busy machine other steps may be slow too
+    # (exactly which steps are outliers is step_outliers' test below).
+    assert re.search(r"\d of 6 steps", text)
+    outliers = dict(re.findall(r"^\| (\d+) \| 0 \| ([0-9.]+) \|", text, re.MULTILINE))
+    assert float(outliers["3"]) >= 2000
     assert "None selected" in text and "No rules file configured." in text
 
 
