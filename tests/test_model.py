@@ -1,3 +1,4 @@
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,8 @@ def test_missing_weights_name_the_file_and_the_ways_out(tmp_path: Path, monkeypa
     # No network: a proxy that refuses every connection makes the download fail at once.
     for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
         monkeypatch.setenv(var, "http://127.0.0.1:9")
+    # urlopen caches its opener (and the proxy) process-wide: keep this one out of later tests.
+    monkeypatch.setattr(urllib.request, "_opener", None)
     with pytest.raises(PretrainedWeightsUnavailable) as err:
         build_resnet("resnet50", num_classes=5, pretrained=True)
     message = str(err.value)
