@@ -12,20 +12,28 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def _pipeline(
+    image_size: int, mean: Sequence[float], std: Sequence[float], augment: list[v2.Transform]
+) -> v2.Compose:
+    """Resize to a square (whole bin kept), ``augment``, then scale and normalize."""
+    return v2.Compose(
+        [
+            v2.ToImage(),
+            v2.Resize((image_size, image_size), antialias=True),
+            *augment,
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(mean=list(mean), std=list(std)),
+        ]
+    )
+
+
 def eval_transform(
     image_size: int,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
 ) -> v2.Compose:
-    """PIL image -> normalized float tensor, resized to a square (whole bin kept)."""
-    return v2.Compose(
-        [
-            v2.ToImage(),
-            v2.Resize((image_size, image_size), antialias=True),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(mean=list(mean), std=list(std)),
-        ]
-    )
+    """PIL image (or uint8 tensor) -> normalized float tensor."""
+    return _pipeline(image_size, mean, std, [])
 
 
 def train_transform(
@@ -34,15 +42,14 @@ def train_transform(
     std: Sequence[float] = IMAGENET_STD,
 ) -> v2.Compose:
     """Count-preserving augmentation: flips, colour, small affine."""
-    return v2.Compose(
+    return _pipeline(
+        image_size,
+        mean,
+        std,
         [
-            v2.ToImage(),
-            v2.Resize((image_size, image_size), antialias=True),
             v2.RandomHorizontalFlip(),
             v2.RandomVerticalFlip(),
             v2.RandomApply([v2.ColorJitter(0.3, 0.3, 0.3, 0.05)], p=0.8),
             v2.RandomAffine(degrees=10, translate=(0.04, 0.04), scale=(0.95, 1.05)),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(mean=list(mean), std=list(std)),
-        ]
+        ],
     )
