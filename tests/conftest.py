@@ -4,6 +4,7 @@ ABID sample, and an ABID-layout directory made from it."""
 from __future__ import annotations
 
 import shutil
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -98,3 +99,14 @@ def abid_dir(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
             shutil.copy(path, out / "metadata")
     write_file_list(out / "file_list.json", labels)
     return out
+
+
+@pytest.fixture
+def ctrl_c_reaches_children() -> Iterator[None]:
+    """Children start with SIGINT at its default, as under a terminal, where Ctrl-C raises
+    KeyboardInterrupt. Without this they inherit whatever the suite was started with: a
+    shell's background job (``cmd &``) ignores SIGINT, and so would every child."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+

@@ -275,7 +275,7 @@ def _run(args: list[str], **kwargs: object) -> subprocess.Popen[str]:
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
 def test_an_interrupted_run_leaves_no_partial_file_and_the_next_completes(
-    bucket: SimpleNamespace, tmp_path: Path, sig: signal.Signals,
+    bucket: SimpleNamespace, tmp_path: Path, sig: signal.Signals, ctrl_c_reaches_children: None,
 ) -> None:
     labels = bucket.good
     file_list = write_list(tmp_path / "list.json", labels)

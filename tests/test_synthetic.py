@@ -114,7 +114,9 @@ def test_complete_set_is_kept_and_other_parameters_re_render(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill"])
-def test_an_interrupted_render_leaves_no_partial_set(tmp_path: Path, sig: signal.Signals) -> None:
+def test_an_interrupted_render_leaves_no_partial_set(
+    tmp_path: Path, sig: signal.Signals, ctrl_c_reaches_children: None
+) -> None:
     out = tmp_path / "set"
     script = (
         "from bincount.data.synthetic import render_synthetic; "
