@@ -23,7 +23,7 @@ import torch
 from pytorch_lightning.profilers import PassThroughProfiler, PyTorchProfiler
 
 from bincount.callbacks.rules.base import read_rules_file
-from bincount.callbacks.rules.timing import StepClock, StepTime, batch_size_of
+from bincount.callbacks.rules.timing import StepClock, StepTime, StepTimer
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def write_text_atomic(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-class ProfileReport(pl.Callback):
+class ProfileReport(StepTimer):
     """Times the training loop and writes the report when the fit ends (``outlier_k``: the k
     in median + k·MAD; ``html``: also write the HTML twin)."""
 
@@ -80,28 +80,18 @@ class ProfileReport(pl.Callback):
         if torch.cuda.is_available() and pl_module.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(pl_module.device)
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.clock.epoch_start()
-
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.clock.pause()
+        super().on_validation_start(trainer, pl_module)
         self._validation_started = time.perf_counter()
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.clock.resume()
+        super().on_validation_end(trainer, pl_module)
         if self._validation_started is not None:
             self.validation_time += time.perf_counter() - self._validation_started
             self._validation_started = None
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                             batch: Any, batch_idx: int) -> None:
-        self.clock.batch_start(trainer.global_step)
-
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                           outputs: Any, batch: Any, batch_idx: int) -> None:
-        step = self.clock.batch_end(trainer.current_epoch, batch_size_of(batch))
-        if step is not None:
-            self.steps.append(step)
+    def on_step(self, trainer: pl.Trainer, step: StepTime) -> None:
+        self.steps.append(step)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:

@@ -6,19 +6,18 @@ import logging
 import statistics
 from collections import deque
 from pathlib import Path
-from typing import Any
 
 import pytorch_lightning as pl
 import torch
 
 from bincount.callbacks.rules.base import Rule
-from bincount.callbacks.rules.timing import StepClock, StepTime, batch_size_of
+from bincount.callbacks.rules.timing import StepClock, StepTime, StepTimer
 
 log = logging.getLogger("bincount.rules")
 
 
-class _Timed(Rule):
-    """Keeps a StepClock on the loop's hooks and a window of the last ``window`` steps."""
+class _Timed(Rule, StepTimer):
+    """A rule that sees every training step's timing, with a window of the last ``window``."""
 
     def __init__(self, window: int, rules_file: str | Path | None, stop_training: bool) -> None:
         super().__init__(rules_file, stop_training)
@@ -26,24 +25,7 @@ class _Timed(Rule):
         self.clock = StepClock()
         self.steps: deque[StepTime] = deque(maxlen=window)
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.clock.epoch_start()
-
-    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.clock.pause()
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.clock.resume()
-
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                             batch: Any, batch_idx: int) -> None:
-        self.clock.batch_start(trainer.global_step)
-
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                           outputs: Any, batch: Any, batch_idx: int) -> None:
-        step = self.clock.batch_end(trainer.current_epoch, batch_size_of(batch))
-        if step is None:
-            return
+    def on_step(self, trainer: pl.Trainer, step: StepTime) -> None:
         self.steps.append(step)
         self.after_step(trainer, step)
 

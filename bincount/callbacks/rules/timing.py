@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
+
+import pytorch_lightning as pl
 
 
 @dataclass
@@ -50,6 +53,35 @@ class StepClock:
         result = StepTime(epoch, self.step, max(0.0, wait), now - self.started, images)
         self.mark, self.started = now, None
         return result
+
+
+class StepTimer(pl.Callback):
+    """Drives ``self.clock`` (a StepClock the subclass creates) from the training loop's hooks
+    and hands every timed step to ``on_step``."""
+
+    clock: StepClock
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.clock.epoch_start()
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.clock.pause()
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.clock.resume()
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                             batch: Any, batch_idx: int) -> None:
+        self.clock.batch_start(trainer.global_step)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        step = self.clock.batch_end(trainer.current_epoch, batch_size_of(batch))
+        if step is not None:
+            self.on_step(trainer, step)
+
+    def on_step(self, trainer: pl.Trainer, step: StepTime) -> None:
+        raise NotImplementedError
 
 
 def batch_size_of(batch: object) -> int:
