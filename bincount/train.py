@@ -94,20 +94,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:
         model_dir = export_model(model.net, model.spec(), Path(cfg.paths.model_dir))
         write_metrics(output_dir / "metrics.json", metrics)
+        places: dict[str, Any] = {"checkpoints": checkpoint_dir}
         for logger in loggers:
             if isinstance(logger, TensorBoardLogger):
                 scalars = {k: v for k, v in metrics.items() if isinstance(v, float)}
                 logger.log_hyperparams(hyperparameters(cfg), metrics=scalars)
                 logger.finalize("success")
-        print_results(
-            metrics,
-            {
-                "checkpoints": checkpoint_dir,
-                "tensorboard": f"tensorboard --logdir {output_dir}",
-                "model": model_dir,
-                "metrics": output_dir / "metrics.json",
-            },
-        )
+                places["tensorboard"] = f"tensorboard --logdir {logger.save_dir}"
+        places.update(model=model_dir, metrics=output_dir / "metrics.json")
+        print_results(metrics, places)
     return metrics
 
 

@@ -172,6 +172,7 @@ def test_the_toolkit_runs_the_submitted_job_and_a_restart_resumes(
     assert net(torch.zeros(1, 3, 32, 32)).shape == (1, 5)
     assert {"last.ckpt", "best.ckpt"} <= {p.name for p in (base / "checkpoints").iterdir()}
     assert list((base / "output" / "tensorboard").glob("events.out.tfevents.*"))
+    assert f"tensorboard --logdir {base / 'output' / 'tensorboard'}\n" in done.stdout
     metrics = json.loads((base / "output" / "data" / "metrics.json").read_text())
 
     values = metric_values(done.stdout, request["AlgorithmSpecification"]["MetricDefinitions"])

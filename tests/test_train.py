@@ -101,6 +101,8 @@ def test_script_writes_its_resolved_config_into_the_run_dir(
     assert (run / "metrics.json").is_file() and (run / "model" / "model.pt").is_file()
     assert "val_loss=" in result.stdout and "test" in result.stdout  # metric lines + table
     assert str(run / "model") in result.stdout  # where the exported model went
+    printed = dict(line.split(": ", 1) for line in result.stdout.splitlines() if ": " in line)
+    assert list(Path(printed["tensorboard"].split("--logdir ")[1]).glob("events.*"))
 
     evaluated = run_script(
         "evaluate.py",
