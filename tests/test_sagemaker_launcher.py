@@ -21,12 +21,11 @@ from omegaconf import DictConfig
 from packaging.requirements import Requirement
 from sagemaker_training import mapping
 
-from bincount.callbacks.metric_lines import metric_definitions
 from bincount.data.local_s3 import LocalS3
 from bincount.errors import BincountError
 from bincount.launchers.bundle import stage_bundle
 from bincount.launchers.container import args_to_overrides
-from bincount.launchers.sagemaker import prepare, submit
+from bincount.launchers.sagemaker import metric_definitions, prepare, submit
 
 from .conftest import ROOT
 from .sagemaker_support import (

@@ -14,8 +14,7 @@ import pytest
 import yaml
 from omegaconf import DictConfig
 
-from bincount.callbacks.metric_lines import metric_definitions
-from bincount.launchers.sagemaker import submit
+from bincount.launchers.sagemaker import metric_definitions, submit
 from bincount.tuning.objective import objective
 from bincount.tuning.sagemaker_tuner import launch_tuning
 

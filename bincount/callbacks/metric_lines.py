@@ -1,4 +1,5 @@
-"""``name=<float>`` lines on stdout, the format SageMaker metric definitions parse."""
+"""``name=<float>`` lines on stdout, the format SageMaker metric definitions parse
+(``bincount.launchers.sagemaker.METRIC_REGEX``)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,6 @@ from collections.abc import Sequence
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
-
-# The regexes the SageMaker estimator and tuner read these lines with.
-METRIC_REGEX = r"{name}=([-+0-9.eE]+|nan|inf)"
-
-
-def metric_definitions(names: Sequence[str]) -> list[dict[str, str]]:
-    return [{"Name": name, "Regex": METRIC_REGEX.format(name=name)} for name in names]
 
 
 class MetricLines(pl.Callback):

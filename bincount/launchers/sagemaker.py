@@ -380,6 +380,14 @@ class Job:
         }
 
 
+# How SageMaker reads the ``<name>=<float>`` lines the MetricLines callback prints.
+METRIC_REGEX = r"{name}=([-+0-9.eE]+|nan|inf)"
+
+
+def metric_definitions(names: Sequence[str]) -> list[dict[str, str]]:
+    return [{"Name": name, "Regex": METRIC_REGEX.format(name=name)} for name in names]
+
+
 def metric_names(cfg: DictConfig) -> list[str]:
     callback = (cfg.get("callbacks") or {}).get("metric_lines") or {}
     return list(callback.get("names") or DEFAULT_METRICS)
@@ -395,9 +403,6 @@ def build_estimator(
     session: Session,
 ) -> PyTorch:
     """The PyTorch estimator of one job (all locations under ``<base_uri>/<job_name>/``)."""
-    # Imported here: it imports Lightning, which nothing else on the submitting side needs.
-    from bincount.callbacks.metric_lines import metric_definitions
-
     launcher = cfg.launcher
     distributed = settings.instance_count > 1 or gpu_count(settings.instance_type,
                                                            settings.region) > 1
