@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TypeVar
 
 from omegaconf import DictConfig
@@ -15,6 +16,7 @@ from bincount.errors import BincountError
 
 T = TypeVar("T")
 log = logging.getLogger("bincount")
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 def run(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
@@ -24,3 +26,16 @@ def run(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
     except (BincountError, OmegaConfBaseException) as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         sys.exit(2)
+
+
+def check_overrides(argv: Sequence[str] | None = None, conf_dir: Path = CONF_DIR) -> None:
+    """Catch the override Hydra 1.4 answers with a bare traceback naming nothing:
+    ``<group>=null`` (a group is removed with ``~<group>``). Exit 2 with the fix."""
+    for arg in sys.argv[1:] if argv is None else argv:
+        group, _, value = arg.partition("=")
+        if value == "null" and group and (conf_dir / group).is_dir():
+            choices = ", ".join(sorted(p.stem for p in (conf_dir / group).glob("*.yaml")))
+            print(f"error: {arg}: '{group}' is a config group; remove it with '~{group}' "
+                  f"(quoted in the shell) or choose one of: {choices}", file=sys.stderr)
+            sys.exit(2)
+

@@ -4,7 +4,7 @@ median pruner (same seed, synthetic bins): `python scripts/benchmark_pruning.py`
 import hydra
 from omegaconf import DictConfig
 
-from bincount.cli import run
+from bincount.cli import check_overrides, run
 from bincount.tuning.benchmark import benchmark
 
 
@@ -14,4 +14,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_overrides()
     main()

@@ -5,7 +5,7 @@ benchmark.images=../shared/abid/sample/images`."""
 import hydra
 from omegaconf import DictConfig
 
-from bincount.cli import run
+from bincount.cli import check_overrides, run
 from bincount.serving.benchmark import benchmark
 
 
@@ -15,4 +15,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_overrides()
     main()

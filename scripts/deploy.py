@@ -5,7 +5,7 @@ tear it down with `deploy.delete=true deploy.endpoint_name=<name>`."""
 import hydra
 from omegaconf import DictConfig
 
-from bincount.cli import run
+from bincount.cli import check_overrides, run
 from bincount.serving.deploy import deploy
 
 
@@ -15,4 +15,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_overrides()
     main()

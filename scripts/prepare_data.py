@@ -9,7 +9,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from bincount.cli import run
+from bincount.cli import check_overrides, run
 from bincount.data.prepare import prepare_data
 
 
@@ -19,4 +19,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_overrides()
     main()

@@ -4,7 +4,7 @@
 import hydra
 from omegaconf import DictConfig
 
-from bincount.cli import run
+from bincount.cli import check_overrides, run
 from bincount.serving.server import serve
 
 
@@ -14,4 +14,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_overrides()
     main()

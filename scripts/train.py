@@ -5,7 +5,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from bincount.cli import run
+from bincount.cli import check_overrides, run
 from bincount.launchers import launch
 from bincount.launchers.container import container_argv
 
@@ -16,5 +16,6 @@ def main(cfg: DictConfig) -> object:
 
 
 if __name__ == "__main__":
+    check_overrides()
     sys.argv = container_argv(sys.argv)  # in a SageMaker container: --key value -> key=value
     main()

@@ -3,6 +3,7 @@
 import hydra
 from omegaconf import DictConfig
 
+from bincount.cli import check_overrides
 from bincount.tuning.objective import objective
 
 
@@ -12,4 +13,5 @@ def main(cfg: DictConfig) -> object:
 
 
 if __name__ == "__main__":
+    check_overrides()
     main()

@@ -17,6 +17,7 @@ import torch
 from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from bincount.cli import check_overrides
 from bincount.models.export import load_model
 from bincount.train import train
 
@@ -130,6 +131,22 @@ def test_missing_data_stops_at_once_with_the_directory_and_the_fix(tmp_path: Pat
     assert str((tmp_path / "data" / "abid").resolve()) in result.stderr
     assert "python scripts/prepare_data.py" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("script", "group"), [("train.py", "profiler"), ("tune.py", "tuner")])
+def test_a_group_set_to_null_is_answered_with_the_hydra_1_4_spelling(
+    tmp_path: Path, script: str, group: str
+) -> None:
+    result = run_script(script, f"{group}=null", cwd=tmp_path, timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"remove it with '~{group}'" in result.stderr
+    choices = sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
+    assert f"choose one of: {', '.join(choices)}" in result.stderr
+
+
+def test_a_key_set_to_null_still_reaches_the_config(make_cfg: Callable[..., DictConfig]) -> None:
+    check_overrides(["model.optimizer.weight_decay=null", "trainer=cpu"])  # nothing to say
+    assert make_cfg("model.optimizer.weight_decay=null").model.optimizer.weight_decay is None
 
 
 def test_unknown_override_is_refused(tmp_path: Path) -> None:
