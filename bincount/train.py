@@ -71,6 +71,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     callbacks += instantiate_group(cfg.get("rules"))  # conf/rules: the Debugger-style rules
     loggers: list[Logger] = instantiate_group(cfg.get("logger"))
     profiler = instantiate(cfg.profiler) if cfg.get("profiler") else None  # conf/profiler
+    epochs = cfg.trainer.get("max_epochs")  # Lightning only asserts on a bad value, mid-fit
+    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int)
+                               or epochs < -1 or epochs == 0):
+        raise BincountError(f"trainer.max_epochs: expected an integer >= 1 (or -1: no limit), "
+                            f"got {epochs!r}")
     trainer: pl.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, profiler=profiler
     )

@@ -9,7 +9,7 @@ from bincount.cli import check_overrides, run
 from bincount.serving.benchmark import benchmark
 
 
-@hydra.main(version_base=None, config_path="../conf", config_name="benchmark_serving")
+@hydra.main(config_path="../conf", config_name="benchmark_serving")
 def main(cfg: DictConfig) -> None:
     run(benchmark, cfg)
 

@@ -9,7 +9,7 @@ from bincount.cli import check_overrides, run
 from bincount.serving.deploy import deploy
 
 
-@hydra.main(version_base=None, config_path="../conf", config_name="deploy")
+@hydra.main(config_path="../conf", config_name="deploy")
 def main(cfg: DictConfig) -> None:
     run(deploy, cfg)
 

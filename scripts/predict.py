@@ -9,7 +9,7 @@ from bincount.cli import check_overrides, run
 from bincount.serving.predict import predict
 
 
-@hydra.main(version_base=None, config_path="../conf", config_name="predict")
+@hydra.main(config_path="../conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
     run(predict, cfg)
 

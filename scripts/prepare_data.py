@@ -13,7 +13,7 @@ from bincount.cli import check_overrides, run
 from bincount.data.prepare import prepare_data
 
 
-@hydra.main(version_base=None, config_path="../conf", config_name="prepare_data")
+@hydra.main(config_path="../conf", config_name="prepare_data")
 def main(cfg: DictConfig) -> None:
     sys.exit(run(prepare_data, cfg))
 

@@ -8,7 +8,7 @@ from bincount.cli import check_overrides, run
 from bincount.serving.server import serve
 
 
-@hydra.main(version_base=None, config_path="../conf", config_name="serve")
+@hydra.main(config_path="../conf", config_name="serve")
 def main(cfg: DictConfig) -> None:
     run(serve, cfg)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from bincount.cli import check_overrides
+from bincount.errors import BincountError
 from bincount.models.export import load_model
 from bincount.train import train
 
@@ -147,6 +149,22 @@ def test_a_group_set_to_null_is_answered_with_the_hydra_1_4_spelling(
 def test_a_key_set_to_null_still_reaches_the_config(make_cfg: Callable[..., DictConfig]) -> None:
     check_overrides(["model.optimizer.weight_decay=null", "trainer=cpu"])  # nothing to say
     assert make_cfg("model.optimizer.weight_decay=null").model.optimizer.weight_decay is None
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.optimizer.lr=-1", "model.optimizer: Invalid learning rate: -1"),
+        ("data.batch_size=abc", "data.batch_size: expected an integer >= 1, got 'abc'"),
+        ("trainer.max_epochs=0", "trainer.max_epochs: expected an integer >= 1"),
+    ],
+)
+def test_a_bad_value_of_a_tuned_knob_names_the_key(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path, override: str, message: str
+) -> None:
+    with pytest.raises(BincountError, match=re.escape(message)):
+        train(make_cfg(override))
+    assert not (tmp_path / "run" / "metrics.json").exists()
 
 
 def test_unknown_override_is_refused(tmp_path: Path) -> None:

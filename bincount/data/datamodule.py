@@ -46,6 +46,10 @@ class BinDataModule(pl.LightningDataModule):
         cache_dir: str | Path | None = None,
     ) -> None:
         super().__init__()
+        for key, value, least in (("batch_size", batch_size, 1), ("image_size", image_size, 1),
+                                  ("num_workers", num_workers, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise DataError(f"data.{key}: expected an integer >= {least}, got {value!r}")
         self.save_hyperparameters(logger=False)
         self.data_dir = Path(data_dir)
         self.counts = list(counts)

@@ -122,10 +122,16 @@ class CountModule(pl.LightningModule):
         params = [p for p in self.parameters() if p.requires_grad]
         if self.optimizer_factory is None:
             raise BincountError("model.optimizer is not set: training needs an optimizer")
-        optimizer = self.optimizer_factory(params=params)
+        try:
+            optimizer = self.optimizer_factory(params=params)
+        except (TypeError, ValueError) as err:  # e.g. a negative or non-numeric lr
+            raise BincountError(f"model.optimizer: {err}") from err
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
-        scheduler = self.scheduler_factory(optimizer=optimizer)
+        try:
+            scheduler = self.scheduler_factory(optimizer=optimizer)
+        except (TypeError, ValueError) as err:
+            raise BincountError(f"model.scheduler: {err}") from err
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
