@@ -3,3 +3,11 @@
 
 class BincountError(Exception):
     """Base class of the mistakes a user can make (bad data, missing files, bad config)."""
+
+
+def expect_int(key: str, value: object, least: int) -> int:
+    """``value`` when it is an integer >= ``least``; else a BincountError naming ``key``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise BincountError(f"{key}: expected an integer >= {least}, got {value!r}")
+    return value
+

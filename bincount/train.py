@@ -17,7 +17,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import Logger, TensorBoardLogger
 
 from bincount.data.datamodule import BinDataModule
-from bincount.errors import BincountError
+from bincount.errors import BincountError, expect_int
 from bincount.models.export import export_model
 from bincount.models.module import CountModule
 from bincount.report import collect_metrics, print_results, write_metrics
@@ -72,10 +72,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     loggers: list[Logger] = instantiate_group(cfg.get("logger"))
     profiler = instantiate(cfg.profiler) if cfg.get("profiler") else None  # conf/profiler
     epochs = cfg.trainer.get("max_epochs")  # Lightning only asserts on a bad value, mid-fit
-    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int)
-                               or epochs < -1 or epochs == 0):
-        raise BincountError(f"trainer.max_epochs: expected an integer >= 1 (or -1: no limit), "
-                            f"got {epochs!r}")
+    if epochs not in (None, -1):  # -1: no limit
+        expect_int("trainer.max_epochs", epochs, 1)
     trainer: pl.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, profiler=profiler
     )

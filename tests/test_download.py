@@ -216,7 +216,11 @@ def test_bad_settings_get_a_message_naming_them(
     assert f"prepare.file_list: {tmp_path / 'nope.json'} does not exist" in capsys.readouterr().err
     cfg = prepare_cfg(make_cfg, tmp_path, bucket.url, labels, "prepare.per_class_limit=0")
     assert prepare_data(cfg) == 2
-    assert "prepare.per_class_limit must be a positive integer" in capsys.readouterr().err
+    assert "prepare.per_class_limit: expected an integer >= 1, got 0" in capsys.readouterr().err
+    cfg = prepare_cfg(make_cfg, tmp_path, bucket.url, labels, "prepare.workers=many")
+    assert prepare_data(cfg) == 2
+    assert "prepare.workers: expected an integer >= 1, got 'many'" in capsys.readouterr().err
+    assert not (tmp_path / "abid").exists()  # stopped before anything was written
 
     # A split made with other inputs is never replaced silently.
     assert prepare_data(prepare_cfg(make_cfg, tmp_path, bucket.url, labels)) == 0

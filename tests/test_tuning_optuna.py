@@ -176,7 +176,7 @@ def test_more_failures_than_the_budget_stop_the_sweep_with_their_reasons(
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "error: 1 trials failed, more than tuner.max_failure_rate=0.0 of 3 allows" in err
-    assert "trial 0: DataError: data.batch_size: expected an integer >= 1, got 0" in err
+    assert "trial 0: BincountError: data.batch_size: expected an integer >= 1, got 0" in err
     (trial,) = load_study(study_path(tmp_path, "fail")).trials
     assert trial.state == TrialState.FAIL and "batch_size" in trial.user_attrs["fail_reason"]
 

@@ -16,6 +16,7 @@ from bincount.data.cache import CachedBinDataset, cache_location, ensure_cache
 from bincount.data.dataset import BinImageDataset, EpochSampler, collate_bins
 from bincount.data.splits import MANIFEST, SPLITS, ensure_manifest, load_manifest, split_ids
 from bincount.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
+from bincount.errors import expect_int
 
 
 class DataNotFoundError(DataError):
@@ -48,8 +49,7 @@ class BinDataModule(pl.LightningDataModule):
         super().__init__()
         for key, value, least in (("batch_size", batch_size, 1), ("image_size", image_size, 1),
                                   ("num_workers", num_workers, 0)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise DataError(f"data.{key}: expected an integer >= {least}, got {value!r}")
+            expect_int(f"data.{key}", value, least)
         self.save_hyperparameters(logger=False)
         self.data_dir = Path(data_dir)
         self.counts = list(counts)

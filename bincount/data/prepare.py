@@ -36,6 +36,7 @@ from bincount.data.download import (
     s3_client,
 )
 from bincount.data.splits import SPLITS, ensure_manifest, load_manifest
+from bincount.errors import BincountError, expect_int
 
 FAILED = "failed.json"
 LABEL_ISSUES = "label_issues.json"
@@ -57,14 +58,11 @@ def select(labels: Mapping[str, int], per_class_limit: int | None) -> dict[str, 
     """The first ``per_class_limit`` ids of each count, in file-list order (all when None)."""
     if per_class_limit is None:
         return dict(labels)
-    if int(per_class_limit) < 1:
-        raise DataError(
-            f"prepare.per_class_limit must be a positive integer, got {per_class_limit}"
-        )
+    expect_int("prepare.per_class_limit", per_class_limit, 1)
     taken: Counter[int] = Counter()
     chosen = {}
     for image_id, count in labels.items():
-        if taken[count] < int(per_class_limit):
+        if taken[count] < per_class_limit:
             chosen[image_id] = count
             taken[count] += 1
     return chosen
@@ -130,7 +128,7 @@ def prepare_data(cfg: Any) -> int:
     """Run the whole preparation from the ``prepare`` and ``paths`` config; the exit code."""
     try:
         return _prepare(cfg)
-    except DataError as err:
+    except BincountError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         return 2
     except KeyboardInterrupt:
@@ -141,6 +139,8 @@ def prepare_data(cfg: Any) -> int:
 
 def _prepare(cfg: Any) -> int:
     p = cfg.prepare
+    for key in ("workers", "max_attempts", "upload_workers", "cache_workers"):
+        expect_int(f"prepare.{key}", p[key], 1)
     data_dir = Path(cfg.paths.data_dir)
     labels = select(source_labels(p.file_list), p.per_class_limit)
     if not labels:
