@@ -4,6 +4,7 @@ client, ImagePredictor, every bad request, concurrency and a clean SIGTERM."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import time
@@ -18,9 +19,11 @@ from botocore.exceptions import ClientError
 from omegaconf import DictConfig
 
 from bincount.data.dataset import load_rgb
+from bincount.errors import BincountError
 from bincount.serving import ImagePredictor, handlers
 from bincount.serving.local import ServerProcess, free_port, running_server
 from bincount.serving.predict import predict
+from bincount.serving.server import ServeSettings
 from tests.serving_support import SAMPLE_IDS, bomb_png, huge_png, make_model_dir, png_bytes
 
 MAX_BYTES = 1_000_000  # the test server's request limit
@@ -250,3 +253,20 @@ def test_sigterm_finishes_the_request_in_flight(
     assert status_line == b"HTTP/1.1 200 OK", response[:300]
     assert json.loads(rest.split(b"\r\n\r\n", 1)[1])["model"] == "tiny/1"
     assert "Finished server process" in server.log()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("serve.port=http", "serve.port: expected an integer >= 0, got 'http'"),
+        ("serve.batching.max_batch_size=0",
+         "serve.batching.max_batch_size: expected an integer >= 1, got 0"),
+        ("serve.torch_threads=-2", "serve.torch_threads: expected an integer >= 1, got -2"),
+    ],
+)
+def test_bad_serve_settings_name_their_key(
+    make_cfg: Callable[..., DictConfig], override: str, message: str
+) -> None:
+    cfg = make_cfg(override, name="serve", tiny=False)
+    with pytest.raises(BincountError, match=re.escape(message)):
+        ServeSettings.from_cfg(cfg)

@@ -27,6 +27,7 @@ from omegaconf import DictConfig
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
+from bincount.errors import expect_int
 from bincount.serving import handlers
 from bincount.serving.batching import MicroBatcher
 from bincount.serving.package import check_model_dir
@@ -53,11 +54,13 @@ class ServeSettings:
         serve = cfg.serve
         return cls(
             host=str(serve.host),
-            port=int(serve.port),
+            port=expect_int("serve.port", serve.port, 0),  # 0: any free port
             batching=bool(serve.batching.enabled),
-            max_batch_size=int(serve.batching.max_batch_size),
+            max_batch_size=expect_int("serve.batching.max_batch_size",
+                                      serve.batching.max_batch_size, 1),
             max_wait_ms=float(serve.batching.max_wait_ms),
-            torch_threads=int(serve.torch_threads or usable_cpus()),
+            torch_threads=expect_int("serve.torch_threads",
+                                     serve.torch_threads or usable_cpus(), 1),
             limits=handlers.Limits.from_config(cfg.limits),
             graceful_shutdown_s=float(serve.graceful_shutdown_s),
             log_level=str(serve.log_level),
