@@ -11,3 +11,10 @@ def expect_int(key: str, value: object, least: int) -> int:
         raise BincountError(f"{key}: expected an integer >= {least}, got {value!r}")
     return value
 
+
+def expect_bool(key: str, value: object) -> bool:
+    """``value`` when it is true or false (not a truthy string); else a BincountError."""
+    if not isinstance(value, bool):
+        raise BincountError(f"{key}: expected true or false, got {value!r}")
+    return value
+

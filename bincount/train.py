@@ -115,11 +115,20 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = Path(cfg.ckpt_path)
     if not ckpt_path.is_file():
         raise BincountError(f"ckpt_path: no checkpoint at {ckpt_path}")
-    model = CountModule.load_from_checkpoint(ckpt_path, map_location="cpu", pretrained=False)
-    if cfg.get("data"):
-        datamodule = instantiate(cfg.data)
-    else:
-        datamodule = BinDataModule.load_from_checkpoint(ckpt_path)
+    try:
+        model = CountModule.load_from_checkpoint(ckpt_path, map_location="cpu", pretrained=False)
+        if cfg.get("data"):
+            datamodule = instantiate(cfg.data)
+        else:
+            datamodule = BinDataModule.load_from_checkpoint(ckpt_path)
+    except BincountError:
+        raise
+    except Exception as err:  # whatever torch or Lightning make of a file that is not one
+        raise BincountError(
+            f"ckpt_path: {ckpt_path} is not a checkpoint of a bincount run (expected "
+            f"<run>/checkpoints/best.ckpt or last.ckpt; <run>/model/ is for serving; "
+            f"loading it raised {type(err).__name__})"
+        ) from err
     datamodule.check_available()
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=False)
     test = trainer.test(model, datamodule=datamodule, verbose=False)[0]

@@ -21,7 +21,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from bincount.cli import check_overrides
 from bincount.errors import BincountError
 from bincount.models.export import load_model
-from bincount.train import train
+from bincount.train import evaluate, train
 
 from .conftest import ROOT, TINY
 
@@ -157,14 +157,28 @@ def test_a_key_set_to_null_still_reaches_the_config(make_cfg: Callable[..., Dict
         ("model.optimizer.lr=-1", "model.optimizer: Invalid learning rate: -1"),
         ("data.batch_size=abc", "data.batch_size: expected an integer >= 1, got 'abc'"),
         ("trainer.max_epochs=0", "trainer.max_epochs: expected an integer >= 1"),
+        ("model.freeze_backbone=maybe", "model.freeze_backbone: expected true or false"),
     ],
 )
-def test_a_bad_value_of_a_tuned_knob_names_the_key(
+def test_a_bad_setting_names_the_key(
     make_cfg: Callable[..., DictConfig], tmp_path: Path, override: str, message: str
 ) -> None:
     with pytest.raises(BincountError, match=re.escape(message)):
         train(make_cfg(override))
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("content", ["text", "state dict"])
+def test_evaluating_a_file_that_is_not_a_checkpoint_names_it(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path, content: str
+) -> None:
+    path = tmp_path / "model.pt"
+    if content == "text":
+        path.write_text("not a checkpoint")
+    else:  # what <run>/model/model.pt holds
+        torch.save({"fc.weight": torch.zeros(5, 8)}, path)
+    with pytest.raises(BincountError, match=f"ckpt_path: {re.escape(str(path))} is not a "):
+        evaluate(make_cfg(f"ckpt_path={path}", name="eval", tiny=False))
 
 
 def test_unknown_override_is_refused(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from bincount.data.cache import CachedBinDataset, cache_location, ensure_cache
 from bincount.data.dataset import BinImageDataset, EpochSampler, collate_bins
 from bincount.data.splits import MANIFEST, SPLITS, ensure_manifest, load_manifest, split_ids
 from bincount.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
-from bincount.errors import expect_int
+from bincount.errors import expect_bool, expect_int
 
 
 class DataNotFoundError(DataError):
@@ -50,6 +50,7 @@ class BinDataModule(pl.LightningDataModule):
         for key, value, least in (("batch_size", batch_size, 1), ("image_size", image_size, 1),
                                   ("num_workers", num_workers, 0)):
             expect_int(f"data.{key}", value, least)
+        expect_bool("data.cache", cache)
         self.save_hyperparameters(logger=False)
         self.data_dir = Path(data_dir)
         self.counts = list(counts)

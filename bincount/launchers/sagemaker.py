@@ -49,7 +49,7 @@ from sagemaker.session import Session
 from sagemaker.utils import name_from_base
 
 from bincount.data.abid import write_json_atomic
-from bincount.errors import BincountError
+from bincount.errors import BincountError, expect_bool, expect_int
 from bincount.launchers import container
 from bincount.launchers.bundle import Bundle, container_requirements, project_root, stage_bundle
 from bincount.launchers.debugger import debugger_kwargs, debugger_requirements
@@ -232,12 +232,12 @@ def check_settings(launcher: DictConfig, cfg: DictConfig, region: str | None) ->
     if output_path is not None:
         output_path = check_s3_uri("output_path", output_path)
 
-    instance_count = int(launcher.instance_count)
-    if instance_count < 1:
-        raise _fail("instance_count", f"{instance_count} instances", "Use 1 or more")
-    spot = bool(launcher.spot)
-    max_run = int(launcher.max_run)
-    max_wait = int(launcher.max_wait) if spot and launcher.get("max_wait") is not None else None
+    instance_count = expect_int("launcher.instance_count", launcher.instance_count, 1)
+    spot = expect_bool("launcher.spot", launcher.spot)
+    max_run = expect_int("launcher.max_run", launcher.max_run, 1)
+    max_wait = launcher.get("max_wait") if spot else None
+    if max_wait is not None:
+        max_wait = expect_int("launcher.max_wait", max_wait, 1)
     if spot and max_wait is None:
         raise _fail("max_wait", "spot training needs max_wait",
                     f"Set launcher.max_wait to at least max_run ({max_run} s)")
@@ -257,7 +257,8 @@ def check_settings(launcher: DictConfig, cfg: DictConfig, region: str | None) ->
         role=str(role), region=str(region), instance_type=str(launcher.instance_type),
         instance_count=instance_count, inputs=inputs, output_path=output_path, spot=spot,
         max_run=max_run, max_wait=max_wait,
-        keep_alive_period=int(keep_alive) if keep_alive is not None else None,
+        keep_alive_period=(expect_int("launcher.keep_alive_period", keep_alive, 1)
+                           if keep_alive is not None else None),
         job_name=str(job_name) if job_name else None,
         tags={str(k): str(v) for k, v in (launcher.get("tags") or {}).items()},
     )
@@ -418,7 +419,7 @@ def build_estimator(
         role=settings.role,
         instance_type=settings.instance_type,
         instance_count=settings.instance_count,
-        volume_size=int(launcher.volume_size),
+        volume_size=expect_int("launcher.volume_size", launcher.volume_size, 1),
         framework_version=str(launcher.framework_version),
         py_version=str(launcher.py_version),
         hyperparameters=dict(hyperparameters),

@@ -12,7 +12,7 @@ from torch import nn
 
 from bincount.data.splits import SPLITS
 from bincount.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from bincount.errors import BincountError
+from bincount.errors import BincountError, expect_bool
 from bincount.models.backbone import build_resnet
 from bincount.models.export import ModelSpec
 from bincount.models.metrics import CountMetrics
@@ -33,6 +33,8 @@ class CountModule(pl.LightningModule):
         image_size: int = 224,
     ) -> None:
         super().__init__()
+        expect_bool("model.pretrained", pretrained)
+        expect_bool("model.freeze_backbone", freeze_backbone)
         # Hydra's _partial_ factories cannot be pickled, so they stay out of the checkpoint;
         # a module loaded for evaluation needs none.
         self.save_hyperparameters(logger=False, ignore=["optimizer", "scheduler"])
