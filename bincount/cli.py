@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import hydra
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
@@ -28,7 +30,7 @@ def run(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
         sys.exit(2)
 
 
-def check_overrides(argv: Sequence[str] | None = None, conf_dir: Path = CONF_DIR) -> None:
+def refuse_null_groups(argv: Sequence[str] | None = None, conf_dir: Path = CONF_DIR) -> None:
     """Catch the override Hydra 1.4 answers with a bare traceback naming nothing:
     ``<group>=null`` (a group is removed with ``~<group>``). Exit 2 with the fix."""
     for arg in sys.argv[1:] if argv is None else argv:
@@ -38,4 +40,22 @@ def check_overrides(argv: Sequence[str] | None = None, conf_dir: Path = CONF_DIR
             print(f"error: {arg}: '{group}' is a config group; remove it with '~{group}' "
                   f"(quoted in the shell) or choose one of: {choices}", file=sys.stderr)
             sys.exit(2)
+
+
+def hydra_main(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:
+    """``hydra.main`` over ``conf/<config_name>.yaml`` for a script in ``scripts/``, with the
+    command line checked by ``refuse_null_groups`` before Hydra parses it."""
+
+    def decorate(task: Callable[[DictConfig], Any]) -> Callable[[], Any]:
+        # Relative to the task's file, as Hydra resolves it: scripts/ -> conf/.
+        hydra_task = hydra.main(config_path="../conf", config_name=config_name)(task)
+
+        @functools.wraps(task)
+        def main() -> Any:
+            refuse_null_groups()
+            return hydra_task()
+
+        return main
+
+    return decorate
 

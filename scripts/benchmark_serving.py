@@ -2,18 +2,16 @@
 micro-batching on and off: `python scripts/benchmark_serving.py
 benchmark.images=../shared/abid/sample/images`."""
 
-import hydra
 from omegaconf import DictConfig
 
-from bincount.cli import check_overrides, run
+from bincount.cli import hydra_main, run
 from bincount.serving.benchmark import benchmark
 
 
-@hydra.main(config_path="../conf", config_name="benchmark_serving")
+@hydra_main("benchmark_serving")
 def main(cfg: DictConfig) -> None:
     run(benchmark, cfg)
 
 
 if __name__ == "__main__":
-    check_overrides()
     main()

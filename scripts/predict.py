@@ -2,18 +2,16 @@
 `python scripts/predict.py images=[a.jpg,b.jpg] model_dir=<run>/model`
 (or `predict.url=http://127.0.0.1:8080`, or `predict.endpoint=<SageMaker endpoint>`)."""
 
-import hydra
 from omegaconf import DictConfig
 
-from bincount.cli import check_overrides, run
+from bincount.cli import hydra_main, run
 from bincount.serving.predict import predict
 
 
-@hydra.main(config_path="../conf", config_name="predict")
+@hydra_main("predict")
 def main(cfg: DictConfig) -> None:
     run(predict, cfg)
 
 
 if __name__ == "__main__":
-    check_overrides()
     main()

@@ -6,18 +6,16 @@
 
 import sys
 
-import hydra
 from omegaconf import DictConfig
 
-from bincount.cli import check_overrides, run
+from bincount.cli import hydra_main, run
 from bincount.data.prepare import prepare_data
 
 
-@hydra.main(config_path="../conf", config_name="prepare_data")
+@hydra_main("prepare_data")
 def main(cfg: DictConfig) -> None:
     sys.exit(run(prepare_data, cfg))
 
 
 if __name__ == "__main__":
-    check_overrides()
     main()

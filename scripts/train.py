@@ -2,20 +2,18 @@
 
 import sys
 
-import hydra
 from omegaconf import DictConfig
 
-from bincount.cli import check_overrides, run
+from bincount.cli import hydra_main, run
 from bincount.launchers import launch
 from bincount.launchers.container import container_argv
 
 
-@hydra.main(config_path="../conf", config_name="train")
+@hydra_main("train")
 def main(cfg: DictConfig) -> object:
     return run(launch, cfg)
 
 
 if __name__ == "__main__":
-    check_overrides()
     sys.argv = container_argv(sys.argv)  # in a SageMaker container: --key value -> key=value
     main()
