@@ -62,6 +62,9 @@ def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, validate and test; returns the final metrics (also in ``<output_dir>/metrics.json``)."""
     output_dir = Path(cfg.paths.output_dir)
+    epochs = cfg.trainer.get("max_epochs")  # Lightning only asserts on a bad value, mid-fit
+    if epochs not in (None, -1):  # -1: no limit
+        expect_int("trainer.max_epochs", epochs, 1)
     pl.seed_everything(cfg.seed, workers=True)
 
     datamodule: BinDataModule = instantiate(cfg.data)
@@ -71,9 +74,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     callbacks += instantiate_group(cfg.get("rules"))  # conf/rules: the Debugger-style rules
     loggers: list[Logger] = instantiate_group(cfg.get("logger"))
     profiler = instantiate(cfg.profiler) if cfg.get("profiler") else None  # conf/profiler
-    epochs = cfg.trainer.get("max_epochs")  # Lightning only asserts on a bad value, mid-fit
-    if epochs not in (None, -1):  # -1: no limit
-        expect_int("trainer.max_epochs", epochs, 1)
     trainer: pl.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, profiler=profiler
     )
@@ -115,11 +115,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = Path(cfg.ckpt_path)
     if not ckpt_path.is_file():
         raise BincountError(f"ckpt_path: no checkpoint at {ckpt_path}")
+    datamodule = instantiate(cfg.data) if cfg.get("data") else None
     try:
         model = CountModule.load_from_checkpoint(ckpt_path, map_location="cpu", pretrained=False)
-        if cfg.get("data"):
-            datamodule = instantiate(cfg.data)
-        else:
+        if datamodule is None:
             datamodule = BinDataModule.load_from_checkpoint(ckpt_path)
     except BincountError:
         raise

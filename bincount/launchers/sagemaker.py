@@ -172,6 +172,7 @@ class Settings:
     region: str
     instance_type: str
     instance_count: int
+    volume_size: int
     inputs: dict[str, str]
     output_path: str | None
     spot: bool
@@ -255,7 +256,9 @@ def check_settings(launcher: DictConfig, cfg: DictConfig, region: str | None) ->
                     "Use at most 63 letters, digits and hyphens, starting with a letter or digit")
     return Settings(
         role=str(role), region=str(region), instance_type=str(launcher.instance_type),
-        instance_count=instance_count, inputs=inputs, output_path=output_path, spot=spot,
+        instance_count=instance_count,
+        volume_size=expect_int("launcher.volume_size", launcher.volume_size, 1),
+        inputs=inputs, output_path=output_path, spot=spot,
         max_run=max_run, max_wait=max_wait,
         keep_alive_period=(expect_int("launcher.keep_alive_period", keep_alive, 1)
                            if keep_alive is not None else None),
@@ -419,7 +422,7 @@ def build_estimator(
         role=settings.role,
         instance_type=settings.instance_type,
         instance_count=settings.instance_count,
-        volume_size=expect_int("launcher.volume_size", launcher.volume_size, 1),
+        volume_size=settings.volume_size,
         framework_version=str(launcher.framework_version),
         py_version=str(launcher.py_version),
         hyperparameters=dict(hyperparameters),

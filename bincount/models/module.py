@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import pytorch_lightning as pl
 import torch
@@ -16,6 +16,8 @@ from bincount.errors import BincountError, expect_bool
 from bincount.models.backbone import build_resnet
 from bincount.models.export import ModelSpec
 from bincount.models.metrics import CountMetrics
+
+T = TypeVar("T")
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
@@ -124,17 +126,21 @@ class CountModule(pl.LightningModule):
         params = [p for p in self.parameters() if p.requires_grad]
         if self.optimizer_factory is None:
             raise BincountError("model.optimizer is not set: training needs an optimizer")
-        try:
-            optimizer = self.optimizer_factory(params=params)
-        except (TypeError, ValueError) as err:  # e.g. a negative or non-numeric lr
-            raise BincountError(f"model.optimizer: {err}") from err
+        optimizer = _build("model.optimizer", self.optimizer_factory, params=params)
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
-        try:
-            scheduler = self.scheduler_factory(optimizer=optimizer)
-        except (TypeError, ValueError) as err:
-            raise BincountError(f"model.scheduler: {err}") from err
+        scheduler = _build("model.scheduler", self.scheduler_factory, optimizer=optimizer)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
         }
+
+
+def _build(key: str, factory: Callable[..., T], **kwargs: Any) -> T:
+    """Call a config's ``_partial_`` factory; a value torch refuses (e.g. a negative or
+    non-numeric lr) becomes a BincountError naming ``key``."""
+    try:
+        return factory(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise BincountError(f"{key}: {err}") from err
+
