@@ -110,3 +110,15 @@ def ctrl_c_reaches_children() -> Iterator[None]:
     yield
     signal.signal(signal.SIGINT, previous)
 
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Tiny steps train fastest on one intra-op thread, and far faster on a busy machine
+    (where two OpenMP threads contend with other processes for the cores)."""
+    import torch  # not at the top: most tests never need it
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+

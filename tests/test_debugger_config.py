@@ -157,16 +157,6 @@ def hook_config(path: Path, out_dir: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """Tiny steps run fastest on one thread, above all on a busy machine."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def fit_with_hook(cfg: DictConfig, hook: Any) -> None:
     import pytorch_lightning as pl

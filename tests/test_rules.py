@@ -81,14 +81,7 @@ def _capture_rule_warnings(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     yield
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny steps run fastest on one thread, and far faster on a busy machine (where two
-    OpenMP threads contend with other processes for the cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_a_healthy_tiny_run_fires_no_rule(make_cfg: MakeCfg,

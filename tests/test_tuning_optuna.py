@@ -7,13 +7,12 @@ import json
 import math
 import shlex
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import hydra
 import optuna
 import pytest
-import torch
 import yaml
 from hydra import compose, initialize_config_dir
 from optuna.trial import TrialState
@@ -33,14 +32,7 @@ LR, BATCH, EPOCHS = "model.optimizer.lr", "data.batch_size", "trainer.max_epochs
 TUNE = hydra.main(config_path=str(ROOT / "conf"), config_name="tune")(objective)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Trials train in this process. On the shared 2-core machine one intra-op thread trains
-    several times faster than two that oversubscribe the cores with everyone else's."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
