@@ -13,18 +13,19 @@ import hydra
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from bincount.config import trusted_targets  # importing registers the config resolvers
+from bincount.config import check_targets  # importing registers the config resolvers
 from bincount.errors import BincountError
 
 T = TypeVar("T")
 log = logging.getLogger("bincount")
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+HYDRA_VERSION_BASE = "1.3"  # Hydra's current defaults (no chdir, no deprecation warning)
 
 
 def run(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
     try:
-        with trusted_targets():
-            return task(cfg)
+        check_targets(cfg)
+        return task(cfg)
     except (BincountError, OmegaConfBaseException) as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         sys.exit(2)
@@ -48,7 +49,8 @@ def hydra_main(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Call
 
     def decorate(task: Callable[[DictConfig], Any]) -> Callable[[], Any]:
         # Relative to the task's file, as Hydra resolves it: scripts/ -> conf/.
-        hydra_task = hydra.main(config_path="../conf", config_name=config_name)(task)
+        hydra_task = hydra.main(config_path="../conf", config_name=config_name,
+                                 version_base=HYDRA_VERSION_BASE)(task)
 
         @functools.wraps(task)
         def main() -> Any:

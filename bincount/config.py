@@ -5,19 +5,45 @@ from __future__ import annotations
 import os
 import sys
 import uuid
+from collections.abc import Iterator
 from datetime import datetime
+from fnmatch import fnmatchcase
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import execution_whitelist
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
-# The only packages whose callables a config may name as `_target_`.
-TRUSTED_TARGETS = ["bincount.*", "pytorch_lightning.*", "torch.optim.*"]
+from bincount.errors import BincountError
+
+# The only callables a config may name as `_target_` (a config is code: a `_target_` of
+# `os.system` would run). Hydra's own node (its plugins) is Hydra's business.
+TRUSTED_TARGETS = ("bincount.*", "pytorch_lightning.*", "torch.optim.*",
+                   "optuna.samplers.*", "optuna.pruners.*")
 
 
-def trusted_targets() -> object:
-    """Context in which ``instantiate`` builds only targets from TRUSTED_TARGETS."""
-    return execution_whitelist(TRUSTED_TARGETS)
+def check_targets(cfg: DictConfig) -> None:
+    """Refuse a config that names a ``_target_`` outside TRUSTED_TARGETS, naming its key."""
+    tree = OmegaConf.to_container(cfg, resolve=False)
+    for key, target in _targets(tree, ""):
+        if key.startswith("hydra."):
+            continue
+        if not isinstance(target, str) or not any(fnmatchcase(target, p)
+                                                  for p in TRUSTED_TARGETS):
+            raise BincountError(f"{key}: {target!r} is not a trusted target (expected one of "
+                                f"{', '.join(TRUSTED_TARGETS)})")
+
+
+def _targets(node: Any, where: str) -> Iterator[tuple[str, Any]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            path = f"{where}.{key}" if where else str(key)
+            if key == "_target_":
+                yield path, value
+            else:
+                yield from _targets(value, path)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _targets(value, f"{where}[{i}]")
 
 
 # One id per process: a timestamp plus a random suffix, so two runs started in the same
@@ -38,10 +64,10 @@ def run_dir(base: str) -> str:
 
 
 def register_resolvers() -> None:
-    OmegaConf.register_resolver("run_id", lambda: RUN_ID, replace=True)
-    OmegaConf.register_resolver("run_dir", run_dir, replace=True)
+    OmegaConf.register_new_resolver("run_id", lambda: RUN_ID, replace=True)
+    OmegaConf.register_new_resolver("run_dir", run_dir, replace=True)
     # Progress bars only on a terminal (not in CI logs, not in a SageMaker container).
-    OmegaConf.register_resolver(
+    OmegaConf.register_new_resolver(
         "isatty", lambda: sys.stdout.isatty() and "SM_TRAINING_ENV" not in os.environ, replace=True
     )
 

@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bincount.data.abid import write_json_atomic
+from bincount.files import write_json_atomic
 
 SUMMARY = ("acc", "rmse", "mae", "within1_acc", "loss")
 

@@ -14,7 +14,7 @@ import pytest
 from moto import mock_aws
 from omegaconf import DictConfig
 
-from bincount.serving.predictor import make_session
+from bincount.aws import make_session
 
 REGION = "us-east-1"
 BUCKET = "bincount-jobs"

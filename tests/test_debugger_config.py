@@ -13,9 +13,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
+from bincount.aws import make_session
 from bincount.errors import BincountError
 from bincount.launchers.debugger import debugger_kwargs, debugger_requirements
-from bincount.serving.predictor import make_session
 from tests.sagemaker_support import moto_bucket
 
 ROOT = Path(__file__).resolve().parents[1]

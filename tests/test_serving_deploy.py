@@ -16,10 +16,10 @@ import torch
 from botocore.exceptions import ClientError
 from omegaconf import DictConfig
 
+from bincount.aws import make_session
 from bincount.errors import BincountError
 from bincount.serving import ImagePredictor, handlers
 from bincount.serving.deploy import delete_endpoint, deploy, deploy_model
-from bincount.serving.predictor import make_session
 from tests.sagemaker_support import moto_bucket
 from tests.serving_support import make_model_dir
 

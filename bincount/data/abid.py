@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bincount.errors import BincountError
+from bincount.files import write_json_atomic
 
 FILE_LIST = "file_list.json"
 IMAGES = "images"
@@ -163,11 +164,3 @@ def write_file_list(path: Path, labels: dict[str, int]) -> None:
         grouped.setdefault(str(count), []).append(f"data/{METADATA}/{image_id}.json")
     ordered = {key: grouped[key] for key in sorted(grouped, key=int)}
     write_json_atomic(Path(path), ordered)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temporary sibling and rename it, so no half-written file is left."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)

@@ -26,9 +26,10 @@ from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from bincount.data.abid import IMAGES, DataError, write_json_atomic
+from bincount.data.abid import IMAGES, DataError
 from bincount.data.dataset import UNREADABLE, load_rgb, seeded_transform
 from bincount.data.splits import MANIFEST, SPLITS, file_checksum, load_manifest, split_ids
+from bincount.files import write_json_atomic
 
 CACHE_FORMAT = 1
 INTERPOLATION = InterpolationMode.BILINEAR  # what the training transforms' Resize uses

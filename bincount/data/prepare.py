@@ -25,7 +25,6 @@ from bincount.data.abid import (
     DataError,
     read_file_list,
     write_file_list,
-    write_json_atomic,
 )
 from bincount.data.download import (
     BinFetcher,
@@ -37,6 +36,7 @@ from bincount.data.download import (
 )
 from bincount.data.splits import SPLITS, ensure_manifest, load_manifest
 from bincount.errors import BincountError, expect_int
+from bincount.files import write_json_atomic
 
 FAILED = "failed.json"
 LABEL_ISSUES = "label_issues.json"

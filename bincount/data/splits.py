@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bincount.data.abid import DataError, read_file_list, write_json_atomic
+from bincount.data.abid import DataError, read_file_list
+from bincount.files import write_json_atomic
 
 MANIFEST = "splits.json"
 SPLITS = ("train", "val", "test")

@@ -40,7 +40,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 # Imported first: it sets up the SDK's environment (v2 on purpose, quiet config logging).
-from bincount.serving.predictor import make_session  # isort: skip
+from bincount.aws import make_session  # isort: skip
 from sagemaker import image_uris, instance_types_gpu_info
 from sagemaker.debugger import TensorBoardOutputConfig
 from sagemaker.exceptions import UnexpectedStatusException
@@ -48,8 +48,8 @@ from sagemaker.pytorch import PyTorch
 from sagemaker.session import Session
 from sagemaker.utils import name_from_base
 
-from bincount.data.abid import write_json_atomic
 from bincount.errors import BincountError, expect_bool, expect_int
+from bincount.files import write_json_atomic
 from bincount.launchers import container
 from bincount.launchers.bundle import Bundle, container_requirements, project_root, stage_bundle
 from bincount.launchers.debugger import debugger_kwargs, debugger_requirements

@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bincount.data.abid import DataError, write_json_atomic
+from bincount.data.abid import DataError
+from bincount.files import write_json_atomic
 from bincount.models.backbone import build_resnet
 
 WEIGHTS_FILE = "model.pt"

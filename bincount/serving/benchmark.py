@@ -25,9 +25,9 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from bincount.data.abid import write_json_atomic
 from bincount.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from bincount.errors import BincountError
+from bincount.files import write_json_atomic
 from bincount.models.backbone import build_resnet
 from bincount.models.export import ModelSpec, export_model
 from bincount.serving.local import running_server

@@ -18,11 +18,12 @@ from omegaconf import DictConfig
 from sagemaker.pytorch import PyTorchModel
 from sagemaker.session import Session
 
+from bincount.aws import make_session
 from bincount.errors import BincountError
 from bincount.models.export import ModelSpec
 from bincount.serving.handlers import Limits
 from bincount.serving.package import ENTRY_POINT, check_model_dir, stage_code, weights_archive
-from bincount.serving.predictor import ImagePredictor, make_session
+from bincount.serving.predictor import ImagePredictor
 
 
 def endpoint_name_for(spec: ModelSpec, now: datetime | None = None) -> str:

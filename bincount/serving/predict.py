@@ -16,8 +16,8 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from bincount.data.abid import write_json_atomic
 from bincount.errors import BincountError
+from bincount.files import write_json_atomic
 from bincount.serving import handlers
 from bincount.serving.package import check_model_dir
 
@@ -142,7 +142,8 @@ def predict(cfg: DictConfig) -> list[Row]:
         rows = predict_local(Path(cfg.model_dir), paths, int(p.batch_size))
         source = str(cfg.model_dir)
     else:
-        from bincount.serving.predictor import ImagePredictor, make_session
+        from bincount.aws import make_session
+        from bincount.serving.predictor import ImagePredictor
 
         if given[0] == "predict.url":
             predictor = ImagePredictor.for_url(str(p.url))

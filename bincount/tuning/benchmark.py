@@ -19,8 +19,8 @@ from rich.console import Console
 from rich.table import Table
 
 import bincount
-from bincount.data.abid import write_json_atomic
 from bincount.errors import BincountError
+from bincount.files import write_json_atomic
 
 TUNE_SCRIPT = Path(bincount.__file__).resolve().parents[1] / "scripts" / "tune.py"
 

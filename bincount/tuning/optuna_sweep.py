@@ -1,7 +1,7 @@
 """Hydra's Optuna sweeper with what the project needs on top: the search space from config,
 a pruner, pruned and failed trials recorded as such (with the failure's reason), a failure budget
 over the whole sweep, and a results summary.
-Loaded by :class:`bincount.tuning.sweeper.OptunaTrialSweeper`.
+Loaded by :class:`hydra_plugins.bincount_sweepers.sweepers.OptunaTrialSweeper`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from bincount.tuning.objective import Pruned
 from bincount.tuning.pruning import build_pruner
 from bincount.tuning.results import RESULTS, report, retrain_command
 from bincount.tuning.search_space import optuna_params
-from bincount.tuning.sweeper import user_errors
+from hydra_plugins.bincount_sweepers.sweepers import user_errors
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from typing import Any, ClassVar
 import pytorch_lightning as pl
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from bincount.data.abid import write_json_atomic
 from bincount.errors import BincountError
+from bincount.files import write_json_atomic
 
 log = logging.getLogger("bincount.rules")
 
