@@ -12,35 +12,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
-from bincount.config import trusted_targets
+from bincount.config import check_targets
 from bincount.data.abid import read_metadata, write_file_list
-
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT.parent / "shared" / "abid" / "sample"
-
-# Small enough for 2 CPU cores: 32 px inputs, resnet18, a few batches per epoch.
-TINY = [
-    "data=synthetic",
-    "data.synthetic.per_class=12",
-    "data.synthetic.image_size=48",
-    "data.image_size=32",
-    "data.batch_size=8",
-    "data.num_workers=0",
-    "model.arch=resnet18",
-    "model.pretrained=false",
-    "trainer=cpu",
-    "trainer.max_epochs=2",
-    "trainer.enable_progress_bar=false",
-    "++trainer.enable_model_summary=false",
-    "trainer.log_every_n_steps=1",
-]
-
-
-@pytest.fixture(autouse=True)
-def _trusted_targets() -> Iterator[None]:
-    """Tests instantiate configs as the scripts do: only trusted `_target_`s."""
-    with trusted_targets():
-        yield
+from tests.support.paths import CONF, ROOT, SAMPLE  # noqa: F401 (ROOT: for tests)
+from tests.support.tiny import TINY
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +29,7 @@ def make_cfg(tmp_path: Path, cache_dir: Path) -> Callable[..., DictConfig]:
     """Compose ``conf/<name>.yaml`` with the tiny overrides, writing under tmp_path."""
 
     def _make(*overrides: str, name: str = "train", tiny: bool = True) -> DictConfig:
-        with initialize_config_dir(str(ROOT / "conf")):
+        with initialize_config_dir(str(CONF), version_base="1.3"):
             cfg = compose(
                 name,
                 overrides=[
@@ -67,6 +42,7 @@ def make_cfg(tmp_path: Path, cache_dir: Path) -> Callable[..., DictConfig]:
             )
         with open_dict(cfg):
             cfg.pop("hydra", None)
+        check_targets(cfg)  # as the scripts do: only trusted `_target_`s
         return cfg
 
     return _make

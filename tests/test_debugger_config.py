@@ -28,7 +28,7 @@ DEBUGGER_RULES = {"VanishingGradient", "ExplodingTensor", "PoorWeightInitializat
 
 def debugger_cfg(*overrides: str) -> DictConfig:
     """The shipped conf/launcher/debugger/default.yaml with overrides."""
-    with initialize_config_dir(str(ROOT / "conf" / "launcher" / "debugger")):
+    with initialize_config_dir(str(ROOT / "conf" / "launcher" / "debugger"), version_base="1.3"):
         return compose("default", overrides=list(overrides))
 
 
@@ -236,18 +236,16 @@ SMDEBUG_RUN = """
 import json, sys
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-from bincount.config import trusted_targets
 from bincount.callbacks.smdebug_hook import SmdebugHook
 import smdebug.pytorch as smd
 from smdebug.trials import create_trial
 
 cfg = OmegaConf.load(sys.argv[1])
 hook = SmdebugHook()
-with trusted_targets():
-    trainer = instantiate(cfg.trainer, callbacks=[hook], logger=False,
-                          enable_checkpointing=False, limit_train_batches=3,
-                          limit_val_batches=2, max_epochs=2)
-    trainer.fit(instantiate(cfg.model), datamodule=instantiate(cfg.data))
+trainer = instantiate(cfg.trainer, callbacks=[hook], logger=False,
+                      enable_checkpointing=False, limit_train_batches=3,
+                      limit_val_batches=2, max_epochs=2)
+trainer.fit(instantiate(cfg.model), datamodule=instantiate(cfg.data))
 trial = create_trial(sys.argv[2])
 losses = {}
 for name in trial.tensor_names(collection="losses"):

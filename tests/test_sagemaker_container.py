@@ -140,7 +140,7 @@ def trained(aws: LocalS3, channel: Path, tmp_path_factory: pytest.TempPathFactor
     tmp = tmp_path_factory.mktemp("submit")
 
     def make_cfg(*overrides: str, tiny: bool = False) -> DictConfig:
-        with initialize_config_dir(str(ROOT / "conf")):
+        with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
             return compose("train", overrides=[f"paths.output_dir={tmp / 'local'}", *overrides])
 
     request = submitted(make_cfg)
@@ -218,7 +218,7 @@ def test_the_container_trains_on_the_config_launcher_local_composes(
 ) -> None:
     _, base, _, first = trained
     in_container = OmegaConf.load(first / "output" / "data" / ".hydra" / "config.yaml")
-    with initialize_config_dir(str(ROOT / "conf")):
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         local = compose("train", overrides=["launcher=local", *OVERRIDES,
                                             f"paths.data_dir={channel}"])
     assert in_container.launcher == local.launcher

@@ -97,7 +97,7 @@ def test_a_sweep_stores_its_trials_writes_the_best_and_resumes(tune: Callable[..
     # The override line retrains with the best parameters (and the sweep's other overrides).
     argv = shlex.split(results["retrain"])
     assert argv[:2] == ["python", "scripts/train.py"]
-    with initialize_config_dir(str(ROOT / "conf")):
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         retrain = compose("train", overrides=argv[2:])
     assert retrain.model.optimizer.lr == pytest.approx(study.best_params[LR])
     assert retrain.data.batch_size == study.best_params[BATCH]

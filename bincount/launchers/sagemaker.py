@@ -151,7 +151,7 @@ def check_overrides(overrides: Sequence[str]) -> DictConfig:
     try:
         if GlobalHydra.instance().is_initialized():  # inside scripts/train.py's Hydra app
             return compose(CONFIG_NAME, overrides=list(overrides))
-        with initialize_config_dir(str(project_root() / "conf")):
+        with initialize_config_dir(str(project_root() / "conf"), version_base="1.3"):
             return compose(CONFIG_NAME, overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as err:
         raise BincountError(f"the overrides do not compose the training config: {err}") from err
