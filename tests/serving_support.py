@@ -27,6 +27,7 @@ def make_model_dir(path: Path, seed: int = 0) -> Path:
         image_size=IMAGE_SIZE,
         mean=list(IMAGENET_MEAN),
         std=list(IMAGENET_STD),
+        counts=[1, 2, 3, 4, 5],
         name="tiny",
         version="1",
     )

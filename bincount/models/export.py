@@ -6,7 +6,7 @@ Serving loads only this directory: it never needs Lightning, Hydra or a checkpoi
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -28,7 +28,7 @@ class ModelSpec:
     image_size: int
     mean: list[float]
     std: list[float]
-    counts: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    counts: list[int]
     name: str = "bincount"
     version: str = "0"
 

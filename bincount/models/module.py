@@ -24,15 +24,19 @@ SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 
 
 class CountModule(pl.LightningModule):
+    """Settings come from conf/model/ (the one source of their defaults); ``optimizer`` and
+    ``scheduler`` are Hydra partials, absent when a checkpoint is loaded for evaluation."""
+
     def __init__(
         self,
+        *,
+        arch: str,
+        pretrained: bool,
+        freeze_backbone: bool,
+        counts: Sequence[int],
+        image_size: int,
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
-        arch: str = "resnet50",
-        pretrained: bool = True,
-        freeze_backbone: bool = False,
-        counts: Sequence[int] = (1, 2, 3, 4, 5),
-        image_size: int = 224,
     ) -> None:
         super().__init__()
         expect_bool("model.pretrained", pretrained)

@@ -54,6 +54,7 @@ def untrained_model_dir(arch: str, image_size: int, dest: Path) -> Path:
     net = build_resnet(arch, num_classes=5, pretrained=False)
     spec = ModelSpec(
         arch=arch, image_size=image_size, mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD),
+        counts=[1, 2, 3, 4, 5],
         name=f"{arch}-untrained", version="benchmark",
     )
     return export_model(net, spec, dest)
