@@ -12,6 +12,7 @@ S3: on localhost moto's CPU is the limit, over a network it is the round trip.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -19,17 +20,18 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from bincount.data.abid import read_metadata
-from bincount.data.download import BinFetcher, Layout, download_bins, s3_client
-from bincount.data.local_s3 import FaultProxy, LocalS3, put_bins
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: tests.support
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT.parent / "shared" / "abid" / "sample"
+from bincount.data.abid import read_metadata  # noqa: E402
+from bincount.data.download import BinFetcher, Layout, download_bins, s3_client  # noqa: E402
+from tests.support.local_s3 import FaultProxy, LocalS3, put_bins  # noqa: E402
+from tests.support.paths import CONF, SAMPLE  # noqa: E402
+
 BUCKET = "abid-bench"
 
 
 def run(endpoint: str, labels: dict[str, int], workers: int, data_dir: Path) -> dict[str, float]:
-    prepare = OmegaConf.load(ROOT / "conf" / "prepare_data.yaml").prepare
+    prepare = OmegaConf.load(CONF / "prepare_data.yaml").prepare
     client = s3_client(region="us-east-1", endpoint_url=endpoint, unsigned=True,
                        retry_mode=prepare.retry_mode, max_attempts=prepare.max_attempts,
                        max_pool_connections=workers)
@@ -52,7 +54,7 @@ def main() -> None:
     args = parser.parse_args()
     if not (SAMPLE / "images").is_dir():
         raise SystemExit(f"the real ABID sample is absent ({SAMPLE})")
-    default_workers = int(OmegaConf.load(ROOT / "conf" / "prepare_data.yaml").prepare.workers)
+    default_workers = int(OmegaConf.load(CONF / "prepare_data.yaml").prepare.workers)
     sources = sorted(p.stem for p in (SAMPLE / "metadata").glob("*.json"))
     labels = {}
     with LocalS3() as s3:

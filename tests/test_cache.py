@@ -15,10 +15,10 @@ from torch.utils.data import DataLoader
 from bincount.data.abid import DataError, read_metadata, write_file_list
 from bincount.data.cache import CachedBinDataset, cached_datasets, ensure_cache
 from bincount.data.dataset import BinImageDataset
-from bincount.data.local_s3 import LocalS3, put_bins
 from bincount.data.prepare import prepare_data
 from bincount.data.splits import SPLITS, ensure_manifest, load_manifest, split_ids
 from bincount.data.transforms import eval_transform, train_transform
+from tests.support.local_s3 import LocalS3, put_bins
 
 SIZE = 64
 COUNTS = (1, 2, 3, 4, 5)

@@ -23,9 +23,9 @@ from PIL import Image
 
 from bincount.data.abid import read_file_list, read_metadata, write_file_list
 from bincount.data.download import check_jpeg
-from bincount.data.local_s3 import Fault, FaultProxy, LocalS3, put_bins
 from bincount.data.prepare import FAILED, LABEL_ISSUES, prepare_data, select
 from bincount.data.splits import load_manifest
+from tests.support.local_s3 import Fault, FaultProxy, LocalS3, put_bins
 
 ROOT = Path(__file__).resolve().parents[1]
 BUCKET = "abid-test"

@@ -14,10 +14,10 @@ from omegaconf import DictConfig
 
 from bincount.data.abid import read_metadata, write_file_list
 from bincount.data.download import s3_client
-from bincount.data.local_s3 import LocalS3, put_bins
 from bincount.data.prepare import prepare_data
 from bincount.data.splits import ensure_manifest
 from bincount.data.upload import UploadError, upload_prepared
+from tests.support.local_s3 import LocalS3, put_bins
 
 
 def real_labels(sample_dir: Path, per_count: int) -> dict[str, int]:

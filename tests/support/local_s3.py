@@ -4,7 +4,8 @@
 one, as S3 does), so the download code reaches it exactly as it reaches ``aft-vbi-pds``: an
 unsigned client with ``endpoint_url``. ``FaultProxy`` is a real HTTP proxy in front of it that
 adds latency or fails chosen keys the first N times (503 SlowDown, or a dropped connection).
-Needs the ``dev`` extra (moto[server]).
+Needs the ``dev`` extra (moto[server]); used by the tests and ``scripts/benchmark_download.py``,
+never by ``bincount``.
 """
 
 from __future__ import annotations
@@ -24,13 +25,9 @@ from urllib.parse import urlparse
 
 import boto3
 
+from tests.support.net import free_port
+
 FAKE_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def public_read_policy(bucket: str) -> str:
