@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -18,7 +19,6 @@ from bincount.errors import BincountError
 
 T = TypeVar("T")
 log = logging.getLogger("bincount")
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 HYDRA_VERSION_BASE = "1.3"  # Hydra's current defaults (no chdir, no deprecation warning)
 
 
@@ -31,10 +31,10 @@ def run(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
         sys.exit(2)
 
 
-def refuse_null_groups(argv: Sequence[str] | None = None, conf_dir: Path = CONF_DIR) -> None:
-    """Catch the override Hydra 1.4 answers with a bare traceback naming nothing:
-    ``<group>=null`` (a group is removed with ``~<group>``). Exit 2 with the fix."""
-    for arg in sys.argv[1:] if argv is None else argv:
+def refuse_null_groups(argv: Sequence[str], conf_dir: Path) -> None:
+    """Catch ``<group>=null``, which Hydra answers with a traceback that names nothing (a group
+    is removed with ``~<group>``). Exit 2 with the fix."""
+    for arg in argv:
         group, _, value = arg.partition("=")
         if value == "null" and group and (conf_dir / group).is_dir():
             choices = ", ".join(sorted(p.stem for p in (conf_dir / group).glob("*.yaml")))
@@ -48,13 +48,14 @@ def hydra_main(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Call
     command line checked by ``refuse_null_groups`` before Hydra parses it."""
 
     def decorate(task: Callable[[DictConfig], Any]) -> Callable[[], Any]:
-        # Relative to the task's file, as Hydra resolves it: scripts/ -> conf/.
+        # Relative to the script's file, as Hydra resolves config_path: scripts/ -> conf/.
+        conf_dir = Path(inspect.getfile(task)).resolve().parent.parent / "conf"
         hydra_task = hydra.main(config_path="../conf", config_name=config_name,
                                  version_base=HYDRA_VERSION_BASE)(task)
 
         @functools.wraps(task)
         def main() -> Any:
-            refuse_null_groups()
+            refuse_null_groups(sys.argv[1:], conf_dir)
             return hydra_task()
 
         return main

@@ -11,6 +11,8 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from bincount.errors import BincountError
@@ -31,6 +33,21 @@ def check_targets(cfg: DictConfig) -> None:
                                                   for p in TRUSTED_TARGETS):
             raise BincountError(f"{key}: {target!r} is not a trusted target (expected one of "
                                 f"{', '.join(TRUSTED_TARGETS)})")
+
+
+def build(node: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate``, except that a user's mistake found by the object being
+    built (a BincountError naming the key) reaches the user as itself, not wrapped in Hydra's
+    InstantiationException."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        while cause is not None and not isinstance(cause, BincountError):
+            cause = cause.__cause__
+        if cause is None:
+            raise
+        raise cause from None
 
 
 def _targets(node: Any, where: str) -> Iterator[tuple[str, Any]]:

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import Logger, TensorBoardLogger
 
+from bincount.config import build
 from bincount.data.datamodule import BinDataModule
 from bincount.errors import BincountError, expect_int
 from bincount.models.export import export_model
@@ -31,7 +31,7 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
     """Instantiate each entry of a group like ``callbacks`` or ``logger`` (null entries skipped)."""
     if not group:
         return []
-    return [instantiate(entry) for entry in group.values() if entry and "_target_" in entry]
+    return [build(entry) for entry in group.values() if entry and "_target_" in entry]
 
 
 def resume_checkpoint(ckpt_path: str | None, checkpoint_dir: Path) -> str | None:
@@ -67,14 +67,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         expect_int("trainer.max_epochs", epochs, 1)
     pl.seed_everything(cfg.seed, workers=True)
 
-    datamodule: BinDataModule = instantiate(cfg.data)
+    datamodule: BinDataModule = build(cfg.data)
     datamodule.check_available()
-    model: CountModule = instantiate(cfg.model)
+    model: CountModule = build(cfg.model)
     callbacks = instantiate_group(cfg.get("callbacks"))
     callbacks += instantiate_group(cfg.get("rules"))  # conf/rules: the Debugger-style rules
     loggers: list[Logger] = instantiate_group(cfg.get("logger"))
-    profiler = instantiate(cfg.profiler) if cfg.get("profiler") else None  # conf/profiler
-    trainer: pl.Trainer = instantiate(
+    profiler = build(cfg.profiler) if cfg.get("profiler") else None  # conf/profiler
+    trainer: pl.Trainer = build(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, profiler=profiler
     )
 
@@ -115,7 +115,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = Path(cfg.ckpt_path)
     if not ckpt_path.is_file():
         raise BincountError(f"ckpt_path: no checkpoint at {ckpt_path}")
-    datamodule = instantiate(cfg.data) if cfg.get("data") else None
+    datamodule = build(cfg.data) if cfg.get("data") else None
     try:
         model = CountModule.load_from_checkpoint(ckpt_path, map_location="cpu", pretrained=False)
         if datamodule is None:
@@ -129,7 +129,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             f"loading it raised {type(err).__name__})"
         ) from err
     datamodule.check_available()
-    trainer: pl.Trainer = instantiate(cfg.trainer, logger=False)
+    trainer: pl.Trainer = build(cfg.trainer, logger=False)
     test = trainer.test(model, datamodule=datamodule, verbose=False)[0]
     metrics = collect_metrics({"test": test}, model.counts)
     output_dir = Path(cfg.paths.output_dir)

@@ -1,6 +1,5 @@
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.paths import ROOT
 
 
 def test_ci_runs_exactly_the_readme_test_command() -> None:

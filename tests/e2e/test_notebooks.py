@@ -20,7 +20,7 @@ from nbclient import NotebookClient
 from nbformat import NotebookNode
 from optuna.trial import TrialState
 
-from .conftest import ROOT
+from tests.support.paths import ROOT
 
 NOTEBOOKS = ROOT / "notebooks"
 NAMES = ["01_explore_data", "02_train_and_evaluate", "03_tune_and_deploy"]
