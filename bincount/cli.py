@@ -14,7 +14,7 @@ import hydra
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from bincount.config import check_targets  # importing registers the config resolvers
+from bincount.config import check_paths, check_targets  # importing registers the resolvers
 from bincount.errors import BincountError
 
 T = TypeVar("T")
@@ -25,10 +25,11 @@ HYDRA_VERSION_BASE = "1.3"  # Hydra's current defaults (no chdir, no deprecation
 def run(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
     try:
         check_targets(cfg)
+        check_paths(cfg)
         return task(cfg)
     except (BincountError, OmegaConfBaseException) as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
-        sys.exit(2)
+        sys.exit(getattr(err, "exit_code", 2))
 
 
 def refuse_null_groups(argv: Sequence[str], conf_dir: Path) -> None:

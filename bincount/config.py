@@ -35,6 +35,13 @@ def check_targets(cfg: DictConfig) -> None:
                                 f"{', '.join(TRUSTED_TARGETS)})")
 
 
+def check_paths(cfg: DictConfig) -> None:
+    """Every ``paths.*`` location is a directory: one that is a file is refused, naming it."""
+    for key, value in (cfg.get("paths") or {}).items():
+        if isinstance(value, str) and os.path.isfile(value):
+            raise BincountError(f"paths.{key}: {value} is a file; expected a directory")
+
+
 def build(node: Any, **kwargs: Any) -> Any:
     """``hydra.utils.instantiate``, except that a user's mistake found by the object being
     built (a BincountError naming the key) reaches the user as itself, not wrapped in Hydra's

@@ -2,7 +2,10 @@
 
 
 class BincountError(Exception):
-    """Base class of the mistakes a user can make (bad data, missing files, bad config)."""
+    """Base class of the mistakes a user can make (bad data, missing files, bad config).
+    A script prints it as one line and exits with ``exit_code``."""
+
+    exit_code = 2
 
 
 def expect_int(key: str, value: object, least: int) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,24 @@ def collect_metrics(
 
 
 def write_metrics(path: Path, metrics: Mapping[str, Any]) -> None:
-    write_json_atomic(Path(path), dict(metrics))
+    """metrics.json; a value that is NaN or infinite (not JSON) is written as null and its
+    key listed under ``non_finite``."""
+    clean, bad = _finite(dict(metrics), "")
+    if bad:
+        clean["non_finite"] = bad
+    write_json_atomic(Path(path), clean)
+
+
+def _finite(value: Any, key: str) -> tuple[Any, list[str]]:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None, [key]
+    if isinstance(value, dict):
+        out, bad = {}, []
+        for k, v in value.items():
+            out[k], sub = _finite(v, f"{key}.{k}" if key else str(k))
+            bad += sub
+        return out, bad
+    return value, []
 
 
 def print_results(metrics: Mapping[str, Any], where: Mapping[str, Any] | None = None) -> None:

@@ -1,12 +1,17 @@
 """``train(cfg)``: the one training recipe, run as is by every launcher and every tuning trial.
 
-Read top to bottom: seed, data, model, trainer, fit (resuming if a last.ckpt is there),
-validate and test the best checkpoint, export the model, write metrics.json.
+Read top to bottom: lock the output dir, seed, data, model, trainer, fit (resuming from a
+verified last.ckpt if there is one), validate and test the best checkpoint, export the model,
+write metrics.json. A run that a rule stopped, or whose best validation loss is not finite,
+exports nothing and fails.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import os
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -15,16 +20,23 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import Logger, TensorBoardLogger
 
+from bincount.callbacks.rules.base import Rule
+from bincount.checkpoints import AtomicCheckpointIO, remove_orphans, resume_checkpoint
 from bincount.config import build
 from bincount.data.datamodule import BinDataModule
 from bincount.errors import BincountError, expect_int
 from bincount.models.export import export_model
 from bincount.models.module import CountModule
 from bincount.report import collect_metrics, print_results, write_metrics
+from bincount.runlock import output_dir_lock
 
 log = logging.getLogger(__name__)
 
-LAST = "last.ckpt"
+
+class TrainingFailed(BincountError):
+    """The run finished without a usable model (a rule stopped it, or it diverged)."""
+
+    exit_code = 1
 
 
 def instantiate_group(group: DictConfig | None) -> list[Any]:
@@ -32,20 +44,6 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
     if not group:
         return []
     return [build(entry) for entry in group.values() if entry and "_target_" in entry]
-
-
-def resume_checkpoint(ckpt_path: str | None, checkpoint_dir: Path) -> str | None:
-    """``"last"`` or unset with a last.ckpt present -> that file; else the given path."""
-    last = checkpoint_dir / LAST
-    if ckpt_path is None:
-        if last.is_file():
-            log.info("resuming from %s", last)
-            return str(last)
-        return None
-    path = last if ckpt_path == "last" else Path(ckpt_path)
-    if not path.is_file():
-        raise BincountError(f"ckpt_path: no checkpoint at {path}")
-    return str(path)
 
 
 def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
@@ -65,8 +63,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     epochs = cfg.trainer.get("max_epochs")  # Lightning only asserts on a bad value, mid-fit
     if epochs not in (None, -1):  # -1: no limit
         expect_int("trainer.max_epochs", epochs, 1)
-    pl.seed_everything(cfg.seed, workers=True)
+    expect_int("seed", cfg.seed, 0)
+    # The process that starts the run holds the lock; DDP's other ranks run inside it.
+    first_rank = int(os.environ.get("LOCAL_RANK", "0")) == 0
+    with output_dir_lock(output_dir) if first_rank else nullcontext():
+        return _train(cfg, output_dir)
 
+
+def _train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+    pl.seed_everything(cfg.seed, workers=True)
     datamodule: BinDataModule = build(cfg.data)
     datamodule.check_available()
     model: CountModule = build(cfg.model)
@@ -75,24 +80,41 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     loggers: list[Logger] = instantiate_group(cfg.get("logger"))
     profiler = build(cfg.profiler) if cfg.get("profiler") else None  # conf/profiler
     trainer: pl.Trainer = build(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, profiler=profiler
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, profiler=profiler,
+        plugins=[AtomicCheckpointIO()],
     )
 
-    checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
+    checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint)
+                       and c.monitor is not None), None)
     checkpoint_dir = Path(checkpoint.dirpath) if checkpoint else output_dir / "checkpoints"
+    remove_orphans(checkpoint_dir)
     trainer.fit(
         model,
         datamodule=datamodule,
         ckpt_path=resume_checkpoint(cfg.get("ckpt_path"), checkpoint_dir),
+        weights_only=True,
     )
+
+    failure = _failure(trainer, callbacks, checkpoint)
+    if failure is not None:
+        metrics = {"status": "failed", "failure": failure, "epochs": trainer.current_epoch,
+                   **collect_metrics(dict.fromkeys(("train", "val"), _logged(trainer)),
+                                     model.counts)}
+        if trainer.is_global_zero:
+            write_metrics(output_dir / "metrics.json", metrics)
+        raise TrainingFailed(f"training failed: {failure}; no model was exported "
+                             f"(see {output_dir / 'metrics.json'})")
 
     # Validate and test the best checkpoint; this also loads its weights into `model`.
     best = "best" if checkpoint and checkpoint.best_model_path else None
-    val = trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)[0]
-    test = trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)[0]
+    val = trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False,
+                           weights_only=True)[0]
+    test = trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False,
+                        weights_only=True)[0]
     metrics = collect_metrics({"val": val, "test": test}, model.counts)
     metrics["best_checkpoint"] = checkpoint.best_model_path if best else None
     metrics["epochs"] = trainer.current_epoch
+    metrics["status"] = "ok"
 
     if trainer.is_global_zero:
         model_dir = export_model(model.net, model.spec(), Path(cfg.paths.model_dir))
@@ -109,6 +131,25 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
+def _failure(trainer: pl.Trainer, callbacks: list[Any],
+             checkpoint: ModelCheckpoint | None) -> str | None:
+    """Why the fit left no usable model, or None."""
+    stopped = [c.name for c in callbacks if isinstance(c, Rule) and c.fired and c.stop_training]
+    if stopped:
+        return f"rule {', '.join(stopped)} stopped training at step {trainer.global_step}"
+    if checkpoint is None:
+        return None
+    score = checkpoint.best_model_score
+    if score is None or not math.isfinite(float(score)):
+        value = "never computed" if score is None else f"{float(score)}"
+        return f"the best {checkpoint.monitor} is {value} (the run diverged)"
+    return None
+
+
+def _logged(trainer: pl.Trainer) -> dict[str, float]:
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test-split metrics of a checkpoint. The data comes from the checkpoint's own data
     settings unless a ``data`` config is given."""
@@ -117,9 +158,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise BincountError(f"ckpt_path: no checkpoint at {ckpt_path}")
     datamodule = build(cfg.data) if cfg.get("data") else None
     try:
-        model = CountModule.load_from_checkpoint(ckpt_path, map_location="cpu", pretrained=False)
+        model = CountModule.load_from_checkpoint(ckpt_path, map_location="cpu", pretrained=False,
+                                                 weights_only=True)
         if datamodule is None:
-            datamodule = BinDataModule.load_from_checkpoint(ckpt_path)
+            datamodule = BinDataModule.load_from_checkpoint(ckpt_path, weights_only=True)
     except BincountError:
         raise
     except Exception as err:  # whatever torch or Lightning make of a file that is not one

@@ -15,7 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from bincount.errors import BincountError
 from bincount.models.export import load_model
-from bincount.train import evaluate, train
+from bincount.train import TrainingFailed, evaluate, train
 
 METRIC_KEYS = {
     "val_loss",
@@ -105,3 +105,19 @@ def test_overfit_debug_config_drives_the_loss_down(make_cfg: Callable[..., DictC
     assert losses[-1] < 0.2 * losses[0]
     assert metrics["epochs"] == 25
 
+
+
+def test_a_diverged_run_fails_exports_nothing_and_records_why(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    cfg = make_cfg("model.optimizer.lr=1e6", "trainer.max_epochs=1")
+    with pytest.raises(TrainingFailed) as err:
+        train(cfg)
+    assert "no model was exported" in str(err.value)
+    assert err.value.exit_code != 0
+    out = Path(cfg.paths.output_dir)
+    assert not (out / "model").exists()
+    text = (out / "metrics.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text  # valid JSON
+    saved = json.loads(text)
+    assert saved["status"] == "failed" and "ExplodingTensor" in saved["failure"]
