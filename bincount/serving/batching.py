@@ -22,7 +22,8 @@ class MicroBatcher(Generic[Item, Result]):
     """Collects up to ``max_batch_size`` items, waiting at most ``max_wait_s`` after the first,
     and runs ``run_batch`` (items -> one result per item) on the inference thread.
 
-    ``max_batch_size=1`` is the off switch: every request gets its own forward pass.
+    ``max_batch_size=1`` is the off switch: every request gets its own forward pass. The values
+    are checked where they are read (:class:`bincount.serving.settings.ServeSettings`).
     """
 
     def __init__(
@@ -32,10 +33,6 @@ class MicroBatcher(Generic[Item, Result]):
         max_wait_s: float,
         thread_setup: Callable[[], None] | None = None,
     ) -> None:
-        if max_batch_size < 1:
-            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
-        if max_wait_s < 0:
-            raise ValueError(f"max_wait_s must be >= 0, got {max_wait_s}")
         self.run_batch = run_batch
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s

@@ -12,18 +12,21 @@ import re
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError
 from omegaconf import DictConfig
-from sagemaker.pytorch import PyTorchModel
-from sagemaker.session import Session
 
-from bincount.aws import make_session
-from bincount.errors import BincountError
+from bincount.aws import make_session, quiet_sdk
+from bincount.errors import BincountError, expect_bool
 from bincount.models.export import ModelSpec
-from bincount.serving.handlers import Limits
 from bincount.serving.package import ENTRY_POINT, check_model_dir, stage_code, weights_archive
-from bincount.serving.predictor import ImagePredictor
+from bincount.serving.settings import DeleteSettings, DeploySettings
+
+if TYPE_CHECKING:
+    from sagemaker.session import Session
+
+    from bincount.serving.predictor import ImagePredictor
 
 
 def endpoint_name_for(spec: ModelSpec, now: datetime | None = None) -> str:
@@ -33,47 +36,39 @@ def endpoint_name_for(spec: ModelSpec, now: datetime | None = None) -> str:
     return f"{stem or 'bincount'}-{stamp}"
 
 
-def _required(deploy: DictConfig, key: str, what: str) -> str:
-    value = deploy.get(key)
-    if value in (None, ""):
-        raise BincountError(f"deploy.{key} is required: {what}")
-    return str(value)
-
-
 def deploy_model(cfg: DictConfig, session: Session | None = None) -> ImagePredictor:
     """Pack, upload and deploy ``cfg.model_dir``; returns a predictor for the new endpoint."""
-    d = cfg.deploy
-    if cfg.get("model_dir") in (None, ""):
-        raise BincountError("model_dir is required: the exported model directory to deploy")
-    model_dir = Path(cfg.model_dir)
-    spec = check_model_dir(model_dir)
-    role = _required(d, "role", "the ARN of the IAM role SageMaker assumes for the endpoint")
-    bucket = _required(d, "bucket", "the S3 bucket that receives model.tar.gz")
-    session = session or make_session(region=d.get("region"))
-    name = d.get("endpoint_name") or endpoint_name_for(spec)
-    limits = Limits.from_config(cfg.limits)
-    prefix = str(d.prefix).strip("/")
+    settings = DeploySettings.from_cfg(cfg)
+    spec = check_model_dir(settings.model_dir)
+    session = session or make_session(region=settings.region)
+    quiet_sdk()
+    from sagemaker.pytorch import PyTorchModel
+
+    from bincount.serving.predictor import ImagePredictor
+
+    name = settings.endpoint_name or endpoint_name_for(spec)
+    bucket, prefix = settings.bucket, settings.prefix
     with tempfile.TemporaryDirectory(prefix="bincount-deploy-") as tmp:
-        archive = weights_archive(model_dir, Path(tmp) / "model.tar.gz")
+        archive = weights_archive(settings.model_dir, Path(tmp) / "model.tar.gz")
         code_dir = stage_code(Path(tmp) / "code")
         model = PyTorchModel(
             model_data=f"file://{archive}",
-            role=role,
+            role=settings.role,
             entry_point=ENTRY_POINT,
             source_dir=str(code_dir),
-            framework_version=str(d.framework_version),
-            py_version=str(d.py_version),
+            framework_version=settings.framework_version,
+            py_version=settings.py_version,
             code_location=f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}",
-            env=limits.to_env(),
+            env=settings.limits.to_env(),
             predictor_cls=ImagePredictor,
             name=name,
             sagemaker_session=session,
         )
         predictor = model.deploy(
-            initial_instance_count=int(d.instance_count),
-            instance_type=str(d.instance_type),
+            initial_instance_count=settings.instance_count,
+            instance_type=settings.instance_type,
             endpoint_name=name,
-            wait=bool(d.wait),
+            wait=settings.wait,
         )
     print(how_to_call(name, session.boto_region_name, model.repacked_model_data), flush=True)
     return predictor
@@ -99,21 +94,22 @@ def how_to_call(name: str, region: str, artifact: str | None) -> str:
 
 def delete_endpoint(cfg: DictConfig, session: Session | None = None) -> str:
     """Delete the endpoint, its endpoint config and its model."""
-    d = cfg.deploy
-    name = _required(d, "endpoint_name", "the endpoint to delete")
-    session = session or make_session(region=d.get("region"))
-    predictor = ImagePredictor(name, session)
+    settings = DeleteSettings.from_cfg(cfg)
+    session = session or make_session(region=settings.region)
+    quiet_sdk()
+    from bincount.serving.predictor import ImagePredictor
+
+    predictor = ImagePredictor(settings.endpoint_name, session)
     predictor.delete_model()  # reads the endpoint config, so before the endpoint goes
     predictor.delete_endpoint(delete_endpoint_config=True)
-    print(f"deleted endpoint {name}, its endpoint config and model", flush=True)
-    return name
+    print(f"deleted endpoint {settings.endpoint_name}, its endpoint config and model", flush=True)
+    return settings.endpoint_name
 
 
 def deploy(cfg: DictConfig) -> object:
     """``scripts/deploy.py``: deploy, or with ``deploy.delete=true`` tear down."""
+    delete = expect_bool("deploy.delete", cfg.deploy.delete)
     try:
-        if cfg.deploy.delete:
-            return delete_endpoint(cfg)
-        return deploy_model(cfg)
+        return delete_endpoint(cfg) if delete else deploy_model(cfg)
     except (ClientError, NoCredentialsError, NoRegionError) as err:
         raise BincountError(f"AWS refused the request: {err}") from err

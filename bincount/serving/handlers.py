@@ -16,7 +16,7 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
@@ -81,6 +81,9 @@ class UnsupportedMediaType(UnsupportedFormatError, RequestError):
 
 @dataclass(frozen=True)
 class Limits:
+    """The request limits (from the environment here; from the config in
+    :func:`bincount.serving.settings.limits_from_cfg`)."""
+
     max_request_bytes: int
     max_image_pixels: int
 
@@ -90,11 +93,6 @@ class Limits:
             max_request_bytes=_env_int(MAX_REQUEST_BYTES_ENV, FALLBACK_MAX_REQUEST_BYTES),
             max_image_pixels=_env_int(MAX_IMAGE_PIXELS_ENV, FALLBACK_MAX_IMAGE_PIXELS),
         )
-
-    @classmethod
-    def from_config(cls, limits: Mapping[str, Any]) -> Limits:
-        """From ``cfg.limits`` (conf/limits/default.yaml)."""
-        return cls(int(limits["max_request_bytes"]), int(limits["max_image_pixels"]))
 
     def to_env(self) -> dict[str, str]:
         return {

@@ -20,19 +20,17 @@ from bincount.errors import BincountError
 from bincount.files import write_json_atomic
 from bincount.serving import handlers
 from bincount.serving.package import check_model_dir
+from bincount.serving.settings import PredictSettings
 
 IMAGE_SUFFIXES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
 PREDICTIONS_FILE = "predictions.json"
 
 
-def collect_images(images: str | Sequence[str]) -> list[Path]:
+def collect_images(images: Sequence[str]) -> list[Path]:
     """Files as given, directories expanded to their JPEG/PNG files (sorted)."""
-    entries = [images] if isinstance(images, str) else list(images)
-    if not entries:
-        raise BincountError("images is empty: give image files or directories, images=[a.jpg]")
     found: list[Path] = []
-    for entry in entries:
-        path = Path(str(entry))
+    for entry in images:
+        path = Path(entry)
         if path.is_dir():
             inside = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             if not inside:
@@ -122,41 +120,28 @@ def render(rows: Sequence[Row], source: str, console: Console | None = None) -> 
 
 def predict(cfg: DictConfig) -> list[Row]:
     """Predict every image; print a table; write ``predictions.json`` to the run's output dir."""
-    p = cfg.predict
-    sources = {
-        "model_dir": cfg.get("model_dir"),
-        "predict.endpoint": p.get("endpoint"),
-        "predict.url": p.get("url"),
-    }
-    given = [key for key, value in sources.items() if value not in (None, "")]
-    if len(given) != 1:
-        raise BincountError(
-            "give exactly one of model_dir=<dir>, predict.endpoint=<SageMaker endpoint> or "
-            f"predict.url=<http://host:port>; got {', '.join(given) or 'none'}"
-        )
-    paths = collect_images(cfg.images)
-    if given[0] == "model_dir":
-        check_model_dir(Path(cfg.model_dir))
+    settings = PredictSettings.from_cfg(cfg)
+    paths = collect_images(settings.images)
+    if settings.model_dir is not None:
+        check_model_dir(settings.model_dir)
         # The handlers read their limits from the environment, as on an endpoint.
-        os.environ.update(handlers.Limits.from_config(cfg.limits).to_env())
-        rows = predict_local(Path(cfg.model_dir), paths, int(p.batch_size))
-        source = str(cfg.model_dir)
+        os.environ.update(settings.limits.to_env())
+        rows = predict_local(settings.model_dir, paths, settings.batch_size)
     else:
         from bincount.aws import make_session
         from bincount.serving.predictor import ImagePredictor
 
-        if given[0] == "predict.url":
-            predictor = ImagePredictor.for_url(str(p.url))
-            source = str(p.url)
+        if settings.url is not None:
+            predictor = ImagePredictor.for_url(settings.url)
         else:
-            predictor = ImagePredictor(str(p.endpoint), make_session(region=p.get("region")))
-            source = f"endpoint {p.endpoint}"
+            predictor = ImagePredictor(str(settings.endpoint),
+                                       make_session(region=settings.region))
 
         def call(data: bytes, content_type: str) -> Row:
             return predictor.predict(data, initial_args={"ContentType": content_type})
 
-        rows = predict_remote(call, paths, source)
-    render(rows, source)
+        rows = predict_remote(call, paths, settings.source)
+    render(rows, settings.source)
     out = Path(cfg.paths.output_dir) / PREDICTIONS_FILE
     write_json_atomic(out, rows)
     print(f"predictions: {out}", flush=True)

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from sagemaker.deserializers import JSONDeserializer
-from sagemaker.predictor import Predictor
-from sagemaker.serializers import IdentitySerializer
-from sagemaker.session import Session
+from bincount.aws import make_session, quiet_sdk
 
-from bincount.aws import make_session
+quiet_sdk()  # before the SDK's first import: this module subclasses its Predictor
+
+from sagemaker.deserializers import JSONDeserializer  # noqa: E402
+from sagemaker.predictor import Predictor  # noqa: E402
+from sagemaker.serializers import IdentitySerializer  # noqa: E402
+from sagemaker.session import Session  # noqa: E402
 
 # The endpoint name the local server is called by on the runtime path (any name works).
 LOCAL_ENDPOINT = "local"

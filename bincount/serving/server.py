@@ -14,9 +14,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from http import HTTPStatus
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,44 +25,12 @@ from omegaconf import DictConfig
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
-from bincount.errors import expect_int
 from bincount.serving import handlers
 from bincount.serving.batching import MicroBatcher
 from bincount.serving.package import check_model_dir
+from bincount.serving.settings import ServeSettings
 
 log = logging.getLogger("bincount.serving")
-
-
-@dataclass(frozen=True)
-class ServeSettings:
-    """``cfg.serve`` and ``cfg.limits`` (conf/serve.yaml) as typed values."""
-
-    host: str
-    port: int
-    batching: bool
-    max_batch_size: int
-    max_wait_ms: float
-    torch_threads: int
-    limits: handlers.Limits
-    graceful_shutdown_s: float
-    log_level: str
-
-    @classmethod
-    def from_cfg(cls, cfg: DictConfig) -> ServeSettings:
-        serve = cfg.serve
-        return cls(
-            host=str(serve.host),
-            port=expect_int("serve.port", serve.port, 0),  # 0: any free port
-            batching=bool(serve.batching.enabled),
-            max_batch_size=expect_int("serve.batching.max_batch_size",
-                                      serve.batching.max_batch_size, 1),
-            max_wait_ms=float(serve.batching.max_wait_ms),
-            torch_threads=expect_int("serve.torch_threads",
-                                     serve.torch_threads or usable_cpus(), 1),
-            limits=handlers.Limits.from_config(cfg.limits),
-            graceful_shutdown_s=float(serve.graceful_shutdown_s),
-            log_level=str(serve.log_level),
-        )
 
 
 def usable_cpus() -> int:
@@ -99,15 +65,18 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def create_app(model_dir: Path, settings: ServeSettings) -> FastAPI:
-    """The ASGI app. The handlers read the request limits from the environment (as on a
-    SageMaker endpoint), so the settings' limits are exported to this process's environment."""
+def create_app(settings: ServeSettings) -> FastAPI:
+    """The ASGI app for ``settings.model_dir``. The handlers read the request limits from the
+    environment (as on a SageMaker endpoint), so the settings' limits are exported to this
+    process's environment."""
+    model_dir = settings.model_dir
     check_model_dir(model_dir)
     os.environ.update(settings.limits.to_env())
+    threads = settings.torch_threads or usable_cpus()
     state: dict[str, Any] = {}
 
     def inference_thread_setup() -> None:
-        torch.set_num_threads(settings.torch_threads)
+        torch.set_num_threads(threads)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -129,7 +98,7 @@ def create_app(model_dir: Path, settings: ServeSettings) -> FastAPI:
         log.info(
             "model %s loaded from %s; batching %s (max %d, wait %.1f ms), %d torch threads",
             model.label, model_dir, "on" if settings.batching else "off",
-            batcher.max_batch_size, batcher.max_wait_s * 1000, settings.torch_threads,
+            batcher.max_batch_size, batcher.max_wait_s * 1000, threads,
         )
         try:
             yield
@@ -194,9 +163,8 @@ def create_app(model_dir: Path, settings: ServeSettings) -> FastAPI:
 def serve(cfg: DictConfig) -> None:
     """Run the local endpoint until SIGINT/SIGTERM; in-flight requests finish first."""
     settings = ServeSettings.from_cfg(cfg)
-    model_dir = Path(cfg.model_dir)
-    torch.set_num_threads(settings.torch_threads)
-    app = create_app(model_dir, settings)
+    torch.set_num_threads(settings.torch_threads or usable_cpus())
+    app = create_app(settings)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -206,5 +174,5 @@ def serve(cfg: DictConfig) -> None:
         access_log=False,  # one line per request comes from the app, with its latency
         timeout_graceful_shutdown=settings.graceful_shutdown_s,
     )
-    log.info("serving %s on http://%s:%d", model_dir, settings.host, settings.port)
+    log.info("serving %s on http://%s:%d", settings.model_dir, settings.host, settings.port)
     uvicorn.Server(config).run()

@@ -7,8 +7,6 @@ import asyncio
 import threading
 from collections.abc import Sequence
 
-import pytest
-
 from bincount.serving.batching import MicroBatcher
 
 
@@ -85,10 +83,3 @@ def test_a_failing_batch_fails_its_requests_and_the_next_batch_still_runs() -> N
     first, after = asyncio.run(scenario())
     assert all(isinstance(outcome, ValueError) for outcome in first)
     assert after == 20
-
-
-def test_settings_are_checked() -> None:
-    with pytest.raises(ValueError, match="max_batch_size"):
-        MicroBatcher(Recorder(), max_batch_size=0, max_wait_s=0.01)
-    with pytest.raises(ValueError, match="max_wait_s"):
-        MicroBatcher(Recorder(), max_batch_size=2, max_wait_s=-1)

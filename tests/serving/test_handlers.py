@@ -1,12 +1,8 @@
-"""The inference handlers in this process: preprocessing, predictions, the JSON, bad input, and
-the code/ tree the SageMaker container imports them from."""
+"""The inference handlers in this process: preprocessing, predictions, the JSON, bad input."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import sysconfig
 from pathlib import Path
 
 import pytest
@@ -17,13 +13,7 @@ from bincount.data.dataset import load_rgb
 from bincount.data.transforms import eval_transform
 from bincount.models.export import load_model
 from bincount.serving import handlers
-from bincount.serving.package import ENTRY_POINT, REQUIREMENTS, stage_model_tree
-from tests.serving_support import SAMPLE_IDS, bomb_png, huge_png, make_model_dir, png_bytes
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_model_dir(tmp_path_factory.mktemp("model"))
+from tests.support.serving import SAMPLE_IDS, bomb_png, huge_png, png_bytes
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +22,7 @@ def model(model_dir: Path) -> handlers.Model:
 
 
 @pytest.fixture(scope="module")
-def jpegs(sample_dir: Path) -> list[Path]:
+def photos(sample_dir: Path) -> list[Path]:
     return [sample_dir / "images" / f"{image_id}.jpg" for image_id in SAMPLE_IDS]
 
 
@@ -43,25 +33,25 @@ def _default_limits(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_preprocessing_is_the_eval_transform_of_the_file_as_training_reads_it(
-    model: handlers.Model, jpegs: list[Path]
+    model: handlers.Model, photos: list[Path]
 ) -> None:
     spec = model.spec
     evaluation = eval_transform(spec.image_size, spec.mean, spec.std)
-    for path in jpegs:
+    for path in photos:
         served = model.transform(handlers.input_fn(path.read_bytes(), "image/jpeg"))
         assert served.shape == (3, spec.image_size, spec.image_size)
         assert torch.equal(served, evaluation(load_rgb(path))), path
 
 
 def test_predictions_match_a_direct_forward_of_the_exported_net(
-    model_dir: Path, model: handlers.Model, jpegs: list[Path]
+    model_dir: Path, model: handlers.Model, photos: list[Path]
 ) -> None:
     net, spec = load_model(model_dir)
     evaluation = eval_transform(spec.image_size, spec.mean, spec.std)
     with torch.no_grad():
-        expected = torch.softmax(net(torch.stack([evaluation(load_rgb(p)) for p in jpegs])), 1)
+        expected = torch.softmax(net(torch.stack([evaluation(load_rgb(p)) for p in photos])), 1)
 
-    images = [handlers.input_fn(p.read_bytes(), "image/jpeg") for p in jpegs]
+    images = [handlers.input_fn(p.read_bytes(), "image/jpeg") for p in photos]
     batched = handlers.predict_fn(images, model)
     singles = [handlers.predict_fn(image, model)[0] for image in images]
 
@@ -74,8 +64,8 @@ def test_predictions_match_a_direct_forward_of_the_exported_net(
         assert row["model"] == "tiny/1"
 
 
-def test_output_is_the_endpoint_json(model: handlers.Model, jpegs: list[Path]) -> None:
-    prediction = handlers.predict_fn(handlers.input_fn(jpegs[0].read_bytes(), "image/jpeg"), model)
+def test_output_is_the_endpoint_json(model: handlers.Model, photos: list[Path]) -> None:
+    prediction = handlers.predict_fn(handlers.input_fn(photos[0].read_bytes(), "image/jpeg"), model)
     for accept in ("application/json", "*/*", "application/json; charset=utf-8", "text/html, */*"):
         body, content_type = handlers.output_fn(prediction, accept)
         assert content_type == "application/json"
@@ -86,11 +76,11 @@ def test_output_is_the_endpoint_json(model: handlers.Model, jpegs: list[Path]) -
 
 
 def test_png_and_x_image_give_the_same_answer_as_the_jpeg(
-    model: handlers.Model, jpegs: list[Path]
+    model: handlers.Model, photos: list[Path]
 ) -> None:
-    jpeg = jpegs[0].read_bytes()
+    jpeg = photos[0].read_bytes()
     as_jpeg = handlers.predict_fn(handlers.input_fn(jpeg, "image/jpeg"), model)
-    png = png_bytes(load_rgb(jpegs[0]))
+    png = png_bytes(load_rgb(photos[0]))
     as_png = handlers.predict_fn(handlers.input_fn(png, "image/png"), model)
     as_x_image = handlers.predict_fn(handlers.input_fn(jpeg, "application/x-image"), model)
     assert as_jpeg == as_png == as_x_image
@@ -119,8 +109,8 @@ def test_bad_requests_raise_toolkit_errors_with_4xx(
         assert isinstance(err.value, handlers.UnsupportedFormatError)
 
 
-def test_a_truncated_jpeg_is_a_400(jpegs: list[Path]) -> None:
-    data = jpegs[0].read_bytes()
+def test_a_truncated_jpeg_is_a_400(photos: list[Path]) -> None:
+    data = photos[0].read_bytes()
     with pytest.raises(handlers.RequestError) as err:
         handlers.input_fn(data[: len(data) // 2], "image/jpeg")
     assert err.value.status_code == 400
@@ -128,9 +118,9 @@ def test_a_truncated_jpeg_is_a_400(jpegs: list[Path]) -> None:
 
 
 def test_size_limit_comes_from_the_environment(
-    jpegs: list[Path], monkeypatch: pytest.MonkeyPatch
+    photos: list[Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    data = jpegs[0].read_bytes()
+    data = photos[0].read_bytes()
     monkeypatch.setenv(handlers.MAX_REQUEST_BYTES_ENV, str(len(data) - 1))
     with pytest.raises(handlers.RequestError) as err:
         handlers.input_fn(data, "image/jpeg")
@@ -151,37 +141,3 @@ def test_a_wrong_accept_is_a_406(model: handlers.Model) -> None:
 def test_model_fn_names_what_is_missing(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="model.json is missing"):
         handlers.model_fn(str(tmp_path))
-
-
-def test_code_tree_imports_on_its_own(model_dir: Path, jpegs: list[Path], tmp_path: Path) -> None:
-    """``code/`` must hold everything ``inference.py`` imports from this project: load it with
-    only code/ and the third-party site-packages on the path (no editable install)."""
-    tree = stage_model_tree(model_dir, tmp_path / "model")
-    assert (tree / "code" / ENTRY_POINT).read_text() == Path(handlers.__file__).read_text()
-    assert (tree / "code" / REQUIREMENTS).is_file()
-    assert sorted(p.name for p in tree.iterdir()) == ["code", "model.json", "model.pt"]
-    script = f"""
-import json, sys
-sys.path[:0] = [{str(tree / "code")!r}, {sysconfig.get_paths()["purelib"]!r}]
-import inference, bincount
-assert bincount.__file__.startswith({str(tree / "code")!r}), bincount.__file__
-assert "fastapi" not in sys.modules and "sagemaker" not in sys.modules
-model = inference.model_fn({str(tree)!r})
-image = inference.input_fn(open({str(jpegs[0])!r}, "rb").read(), "image/jpeg")
-body, _ = inference.output_fn(inference.predict_fn(image, model), "application/json")
-print(body.decode())
-"""
-    # -S: no site-packages processing, so the editable install of bincount is not visible.
-    done = subprocess.run(
-        [sys.executable, "-S", "-c", script], capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr
-    model = handlers.model_fn(str(model_dir))
-    image = handlers.input_fn(jpegs[0].read_bytes(), "image/jpeg")
-    expected = json.loads(handlers.output_fn(handlers.predict_fn(image, model), "*/*")[0])
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == expected
-
-
-def test_stand_in_errors_look_like_the_toolkits() -> None:
-    err = handlers.RequestError(handlers.HTTPStatus.BAD_REQUEST, "bad")
-    assert (err.status_code, err.message, err.phrase) == (400, "bad", "Bad Request")

@@ -1,8 +1,10 @@
-"""Shared by the tests/test_serving_*.py files: a small exported model and hostile images."""
+"""Serving tests' shared material: a small exported model and hostile images."""
 
 from __future__ import annotations
 
+import ast
 import io
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -16,6 +18,7 @@ from bincount.models.export import ModelSpec, export_model
 
 IMAGE_SIZE = 64
 SAMPLE_IDS = ("00001", "00002", "00003", "00010")
+MAX_BYTES = 1_000_000  # the request limit of the test endpoints
 
 
 def make_model_dir(path: Path, seed: int = 0) -> Path:
@@ -64,3 +67,33 @@ def bomb_png() -> bytes:
 def huge_png() -> bytes:
     """8000x8000 pixels (64 M): under Pillow's guard, over the endpoint's 40 M pixel limit."""
     return blank_png(8000, 8000)
+
+
+# What names test or benchmark code (a path part or module name starting with one of these),
+# and the test-only packages such code imports.
+TEST_CODE = ("tests", "test_", "conftest", "moto", "pytest", "local_s3", "servers", "benchmark")
+
+
+def is_test_code(name: str) -> bool:
+    """``name`` (a file path or a dotted module name) names test or benchmark code."""
+    return any(part.startswith(TEST_CODE) for part in re.split(r"[./]", name))
+
+
+def imports_of(source: str) -> set[str]:
+    """The modules a Python source imports (absolute imports)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def assert_runtime_only(files: dict[str, bytes]) -> None:
+    """No test or benchmark file among ``files`` (path -> bytes), and no module importing one."""
+    for name, data in files.items():
+        assert not is_test_code(name), name
+        if name.endswith(".py"):
+            found = {module for module in imports_of(data.decode()) if is_test_code(module)}
+            assert not found, f"{name} imports {sorted(found)}"

@@ -25,9 +25,10 @@ import pytest
 import requests
 
 from bincount.serving import handlers
-from bincount.serving.local import free_port, running_server
 from bincount.serving.package import stage_model_tree
-from tests.serving_support import SAMPLE_IDS, bomb_png, huge_png, make_model_dir
+from tests.support.net import free_port
+from tests.support.servers import running_server
+from tests.support.serving import SAMPLE_IDS, bomb_png, huge_png, make_model_dir
 
 TOOLKIT = (
     "setuptools<81",
@@ -37,6 +38,9 @@ TOOLKIT = (
 )
 TS_CONFIG = Path("/etc/sagemaker-ts.properties")  # where the toolkit writes TorchServe's config
 MAX_BYTES = 1_000_000
+
+# pip-installs the toolkit into a cached virtualenv (first run), starts TorchServe and a server.
+pytestmark = pytest.mark.slow
 
 
 def toolkit_venv_dir() -> Path:
@@ -149,7 +153,6 @@ def local_answers(
     return answers
 
 
-@pytest.mark.slow
 def test_toolkit_answers_as_the_local_server_does(
     toolkit_server: str, sample_dir: Path, local_answers: dict[str, dict]
 ) -> None:
@@ -168,7 +171,6 @@ def test_toolkit_answers_as_the_local_server_does(
         assert got["probabilities"] == pytest.approx(want["probabilities"], abs=2e-6)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     ("body", "headers", "status", "words"),
     [

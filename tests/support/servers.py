@@ -1,13 +1,14 @@
-"""Run ``scripts/serve.py`` as a separate process (for the benchmark and the tests): a real
-server on a free 127.0.0.1 port, stopped with SIGTERM as a process manager would."""
+"""Local endpoints for the tests and the serving benchmark: ``scripts/serve.py`` as its own
+process on a free 127.0.0.1 port (stopped with SIGTERM, as a process manager would), or the
+app of :mod:`bincount.serving.server` on a thread of this process."""
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -15,16 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+import uvicorn
+from fastapi import FastAPI
 
-import bincount
+from tests.support.net import free_port
+from tests.support.paths import SCRIPTS
 
-SERVE_SCRIPT = Path(bincount.__file__).resolve().parents[1] / "scripts" / "serve.py"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+SERVE_SCRIPT = SCRIPTS / "serve.py"
 
 
 @dataclass
@@ -90,3 +88,26 @@ def running_server(
         yield server
     finally:
         server.stop()
+
+
+@contextmanager
+def app_server(app: FastAPI, timeout: float = 120) -> Iterator[str]:
+    """``app`` served by uvicorn on a thread of this process (its lifespan, so the model,
+    loaded): yields its URL once it answers, stops it when the block ends."""
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="test-endpoint", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    try:
+        while not server.started:
+            if not thread.is_alive():
+                raise RuntimeError("the endpoint stopped while starting (see the log above)")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the endpoint did not start in {timeout} s")
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(60)

@@ -1,5 +1,6 @@
-"""``scripts/deploy.py`` under moto: the SageMaker requests it makes and the model.tar.gz it
-uploads, which must have the layout the PyTorch inference image expects."""
+"""``scripts/deploy.py``'s work under moto (in this process): the SageMaker requests it makes,
+the model.tar.gz it uploads (the layout the PyTorch inference image expects, and no test or
+benchmark code), the teardown, and the errors a user can cause."""
 
 from __future__ import annotations
 
@@ -14,14 +15,14 @@ import boto3
 import pytest
 import torch
 from botocore.exceptions import ClientError
+from moto import mock_aws
 from omegaconf import DictConfig
 
 from bincount.aws import make_session
 from bincount.errors import BincountError
 from bincount.serving import ImagePredictor, handlers
 from bincount.serving.deploy import delete_endpoint, deploy, deploy_model
-from tests.sagemaker_support import moto_bucket
-from tests.serving_support import make_model_dir
+from tests.support.serving import assert_runtime_only
 
 REGION = "us-east-1"
 BUCKET = "bincount-test-models"
@@ -30,14 +31,16 @@ ENDPOINT = "bincount-test-endpoint"
 CALLS = ("CreateModel", "CreateEndpointConfig", "CreateEndpoint")
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_model_dir(tmp_path_factory.mktemp("model"))
-
-
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    with moto_bucket(monkeypatch, BUCKET):
+    """moto in this process, fake credentials and the bucket for model.tar.gz."""
+    for var in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    with mock_aws():
+        boto3.client("s3", region_name=REGION).create_bucket(Bucket=BUCKET)
         yield
 
 
@@ -122,6 +125,7 @@ def test_deploy_uploads_the_artifact_creates_the_endpoint_and_delete_removes_it(
     assert {"model.pt", "model.json", "code/inference.py", "code/requirements.txt"} <= names
     assert "code/bincount/models/export.py" in names  # what inference.py imports
     assert not any(name.startswith("code/bincount/serving") for name in names)
+    assert_runtime_only(files)
     assert files["code/inference.py"] == Path(handlers.__file__).read_bytes()
     assert json.loads(files["model.json"]) == json.loads((model_dir / "model.json").read_text())
     weights = torch.load(io.BytesIO(files["model.pt"]), weights_only=True)
@@ -145,13 +149,12 @@ def test_deploy_uploads_the_artifact_creates_the_endpoint_and_delete_removes_it(
     ("overrides", "words"),
     [
         (["deploy.role=null"], "deploy.role is required"),
-        (["deploy.bucket=null"], "deploy.bucket is required"),
-        (["model_dir=null"], "model_dir is required"),
         (["model_dir=/nonexistent/model"], "/nonexistent/model/model.json is missing"),
         (["deploy.delete=true", "deploy.endpoint_name=null"], "deploy.endpoint_name is required"),
+        (["deploy.delete=maybe"], "deploy.delete: expected true or false, got 'maybe'"),
     ],
 )
-def test_missing_settings_are_named(
+def test_bad_settings_are_named_before_aws_is_called(
     overrides: list[str],
     words: str,
     model_dir: Path,

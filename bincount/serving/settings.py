@@ -1,0 +1,196 @@
+"""The settings of the serving commands, typed and checked in one place.
+
+``scripts/serve.py``, ``scripts/deploy.py`` and ``scripts/predict.py`` each build theirs from
+the composed config (``conf/serve.yaml``, ``conf/deploy.yaml``, ``conf/predict.yaml``, with
+``conf/limits/default.yaml``); a bad value stops the command with its key, the value and what
+was expected (a :class:`BincountError`: exit 2). The defaults live in the YAML only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from bincount.errors import BincountError, expect_bool, expect_int
+from bincount.serving.handlers import Limits
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")  # uvicorn's
+
+
+def expect_number(key: str, value: object, least: float) -> float:
+    """``value`` as a float when it is a number >= ``least``; else a BincountError."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < least:
+        raise BincountError(f"{key}: expected a number >= {least}, got {value!r}")
+    return float(value)
+
+
+def optional_text(value: object) -> str | None:
+    """None for an unset value (null or ''), else the value as text."""
+    return None if value in (None, "") else str(value)
+
+
+def required(key: str, value: object, what: str) -> str:
+    text = optional_text(value)
+    if text is None:
+        raise BincountError(f"{key} is required: {what}")
+    return text
+
+
+def limits_from_cfg(limits: Mapping[str, Any]) -> Limits:
+    """``cfg.limits`` (conf/limits/default.yaml): the request limits of the handlers."""
+    return Limits(
+        max_request_bytes=expect_int("limits.max_request_bytes", limits["max_request_bytes"], 1),
+        max_image_pixels=expect_int("limits.max_image_pixels", limits["max_image_pixels"], 1),
+    )
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """``scripts/serve.py``: ``model_dir``, ``cfg.serve`` and ``cfg.limits``."""
+
+    model_dir: Path
+    host: str
+    port: int  # 0: any free port
+    log_level: str
+    torch_threads: int | None  # None: every core this process may use
+    batching: bool
+    max_batch_size: int
+    max_wait_ms: float
+    graceful_shutdown_s: float
+    limits: Limits
+
+    @classmethod
+    def from_cfg(cls, cfg: DictConfig) -> ServeSettings:
+        serve, batching = cfg.serve, cfg.serve.batching
+        log_level = str(serve.log_level).lower()
+        if log_level not in LOG_LEVELS:
+            raise BincountError(
+                f"serve.log_level: expected one of {', '.join(LOG_LEVELS)}, "
+                f"got {serve.log_level!r}"
+            )
+        threads = serve.torch_threads
+        return cls(
+            model_dir=Path(required("model_dir", cfg.model_dir, "an exported model directory")),
+            host=required("serve.host", serve.host, "the address to listen on"),
+            port=expect_int("serve.port", serve.port, 0),
+            log_level=log_level,
+            torch_threads=None if threads is None else expect_int(
+                "serve.torch_threads", threads, 1),
+            batching=expect_bool("serve.batching.enabled", batching.enabled),
+            max_batch_size=expect_int(
+                "serve.batching.max_batch_size", batching.max_batch_size, 1),
+            max_wait_ms=expect_number("serve.batching.max_wait_ms", batching.max_wait_ms, 0),
+            graceful_shutdown_s=expect_number(
+                "serve.graceful_shutdown_s", serve.graceful_shutdown_s, 0),
+            limits=limits_from_cfg(cfg.limits),
+        )
+
+
+@dataclass(frozen=True)
+class DeploySettings:
+    """``scripts/deploy.py``: ``model_dir``, ``cfg.deploy`` and ``cfg.limits``."""
+
+    model_dir: Path
+    role: str
+    bucket: str
+    prefix: str  # without slashes at either end; '' puts model.tar.gz at the bucket's root
+    region: str | None
+    endpoint_name: str | None  # None: <model name>-<version>-<UTC time>
+    instance_type: str
+    instance_count: int
+    framework_version: str
+    py_version: str
+    wait: bool
+    limits: Limits
+
+    @classmethod
+    def from_cfg(cls, cfg: DictConfig) -> DeploySettings:
+        d = cfg.deploy
+        return cls(
+            model_dir=Path(required(
+                "model_dir", cfg.get("model_dir"), "the exported model directory to deploy")),
+            role=required(
+                "deploy.role", d.role,
+                "the ARN of the IAM role SageMaker assumes for the endpoint"),
+            bucket=required("deploy.bucket", d.bucket, "the S3 bucket that receives model.tar.gz"),
+            prefix=str(d.prefix or "").strip("/"),
+            region=optional_text(d.region),
+            endpoint_name=optional_text(d.endpoint_name),
+            instance_type=required("deploy.instance_type", d.instance_type,
+                                   "a SageMaker instance type, e.g. ml.m5.large"),
+            instance_count=expect_int("deploy.instance_count", d.instance_count, 1),
+            framework_version=required("deploy.framework_version", d.framework_version,
+                                       "the SageMaker PyTorch inference image version"),
+            py_version=required("deploy.py_version", d.py_version, "e.g. py312"),
+            wait=expect_bool("deploy.wait", d.wait),
+            limits=limits_from_cfg(cfg.limits),
+        )
+
+
+@dataclass(frozen=True)
+class DeleteSettings:
+    """``scripts/deploy.py deploy.delete=true``: the endpoint to tear down."""
+
+    endpoint_name: str
+    region: str | None
+
+    @classmethod
+    def from_cfg(cls, cfg: DictConfig) -> DeleteSettings:
+        d = cfg.deploy
+        return cls(
+            endpoint_name=required("deploy.endpoint_name", d.endpoint_name,
+                                   "the endpoint to delete"),
+            region=optional_text(d.region),
+        )
+
+
+@dataclass(frozen=True)
+class PredictSettings:
+    """``scripts/predict.py``: the images, exactly one source, ``cfg.predict``, ``cfg.limits``."""
+
+    images: list[str]
+    model_dir: Path | None
+    endpoint: str | None
+    url: str | None
+    region: str | None
+    batch_size: int
+    limits: Limits
+
+    @classmethod
+    def from_cfg(cls, cfg: DictConfig) -> PredictSettings:
+        p = cfg.predict
+        sources = {
+            "model_dir": optional_text(cfg.get("model_dir")),
+            "predict.endpoint": optional_text(p.endpoint),
+            "predict.url": optional_text(p.url),
+        }
+        given = [key for key, value in sources.items() if value is not None]
+        if len(given) != 1:
+            raise BincountError(
+                "give exactly one of model_dir=<dir>, predict.endpoint=<SageMaker endpoint> or "
+                f"predict.url=<http://host:port>; got {', '.join(given) or 'none'}"
+            )
+        images = [cfg.images] if isinstance(cfg.images, str) else list(cfg.images)
+        if not images:
+            raise BincountError("images is empty: give image files or directories, images=[a.jpg]")
+        model_dir = sources["model_dir"]
+        return cls(
+            images=[str(image) for image in images],
+            model_dir=None if model_dir is None else Path(model_dir),
+            endpoint=sources["predict.endpoint"],
+            url=sources["predict.url"],
+            region=optional_text(p.region),
+            batch_size=expect_int("predict.batch_size", p.batch_size, 1),
+            limits=limits_from_cfg(cfg.limits),
+        )
+
+    @property
+    def source(self) -> str:
+        """What the predictions come from, as the table's title names it."""
+        if self.model_dir is not None:
+            return str(self.model_dir)
+        return str(self.url) if self.url is not None else f"endpoint {self.endpoint}"

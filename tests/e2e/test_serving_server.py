@@ -1,0 +1,140 @@
+"""``scripts/serve.py`` as its own process on 127.0.0.1, as a user runs it: it answers the
+endpoint contract with the handlers' answers, takes its settings from the command line, keeps
+serving after a bad request, logs one line per request, drains on SIGTERM, and a bad setting
+stops it with exit 2. The app's full HTTP contract: tests/serving/test_server.py."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from bincount.serving import handlers
+from tests.support.net import free_port
+from tests.support.paths import SCRIPTS
+from tests.support.servers import SERVE_SCRIPT, ServerProcess, running_server
+from tests.support.serving import MAX_BYTES, SAMPLE_IDS, make_model_dir
+
+pytestmark = pytest.mark.slow  # each test here starts Python processes that import torch
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_model_dir(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="module")
+def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with running_server(
+        model_dir,
+        tmp_path_factory.mktemp("serve-logs"),
+        overrides=[f"limits.max_request_bytes={MAX_BYTES}", "serve.torch_threads=1"],
+    ) as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def jpegs(sample_dir: Path) -> dict[str, bytes]:
+    return {i: (sample_dir / "images" / f"{i}.jpg").read_bytes() for i in SAMPLE_IDS}
+
+
+def post(server: ServerProcess, body: bytes, headers: dict[str, str]) -> requests.Response:
+    return requests.post(f"{server.url}/invocations", data=body, headers=headers, timeout=30)
+
+
+def test_the_script_answers_as_the_handlers_do(
+    server: ServerProcess, model_dir: Path, jpegs: dict[str, bytes]
+) -> None:
+    assert requests.get(f"{server.url}/ping", timeout=10).json() == {
+        "status": "ok", "model": "tiny/1"}
+    model = handlers.model_fn(str(model_dir))
+    for data in jpegs.values():
+        answer = post(server, data, {"Content-Type": "image/jpeg"})
+        assert answer.status_code == 200, answer.text
+        want = handlers.predict_fn(handlers.input_fn(data, "image/jpeg"), model)[0]
+        got = answer.json()
+        assert (got["count"], got["model"]) == (want["count"], want["model"])
+        assert got["probabilities"] == pytest.approx(want["probabilities"], abs=2e-6)
+
+
+def test_a_request_over_the_configured_limit_is_a_413_and_the_server_keeps_serving(
+    server: ServerProcess, jpegs: dict[str, bytes]
+) -> None:
+    answer = post(server, bytes(MAX_BYTES + 1), {"Content-Type": "image/jpeg"})
+    assert answer.status_code == 413
+    assert f"limit is {MAX_BYTES}" in answer.json()["message"]
+    assert post(server, jpegs[SAMPLE_IDS[0]], {"Content-Type": "image/jpeg"}).status_code == 200
+
+
+def test_one_log_line_per_request_with_status_and_latency(server: ServerProcess) -> None:
+    requests.get(f"{server.url}/ping", timeout=10)
+    post(server, b"nope", {"Content-Type": "text/plain"})
+    time.sleep(0.3)
+    log = server.log()
+    assert " GET /ping 200 " in log
+    line = next(line for line in log.splitlines() if " POST /invocations 415 " in line)
+    assert line.rstrip().endswith("ms")
+
+
+def test_sigterm_finishes_the_request_in_flight(
+    model_dir: Path, jpegs: dict[str, bytes], tmp_path: Path
+) -> None:
+    data = jpegs[SAMPLE_IDS[0]]
+    port = free_port()
+    with running_server(model_dir, tmp_path, port=port) as server, socket.create_connection(
+        ("127.0.0.1", port), timeout=30
+    ) as sock:
+        head = (
+            f"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
+            f"Content-Length: {len(data)}\r\n\r\n"
+        ).encode()
+        sock.sendall(head + data[:1000])  # the request is in flight: half its body is here
+        time.sleep(0.5)
+        server.process.terminate()  # SIGTERM
+        time.sleep(0.5)
+        assert server.process.poll() is None, "the server quit with a request in flight"
+        sock.sendall(data[1000:])
+        response = b""
+        while chunk := sock.recv(65536):
+            response += chunk
+        # uvicorn re-raises the signal once it has shut down, as a process manager expects.
+        assert server.process.wait(30) in (0, -signal.SIGTERM)
+    status_line, _, rest = response.partition(b"\r\n")
+    assert status_line == b"HTTP/1.1 200 OK", response[:300]
+    assert json.loads(rest.split(b"\r\n\r\n", 1)[1])["model"] == "tiny/1"
+    assert "Finished server process" in server.log()
+
+
+def test_a_bad_setting_stops_the_script_with_its_key(model_dir: Path, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(SERVE_SCRIPT), f"model_dir={model_dir}", "serve.port=http",
+         f"paths.log_dir={tmp_path}"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 2
+    assert "error: serve.port: expected an integer >= 0, got 'http'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_predict_script_against_the_server_url(
+    server: ServerProcess, sample_dir: Path, tmp_path: Path
+) -> None:
+    files = [sample_dir / "images" / f"{image_id}.jpg" for image_id in SAMPLE_IDS]
+    done = subprocess.run(
+        [sys.executable, str(SCRIPTS / "predict.py"), f"images=[{','.join(map(str, files))}]",
+         f"predict.url={server.url}", f"paths.output_dir={tmp_path / 'run'}"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"bin counts ({server.url})" in done.stdout
+    rows = json.loads((tmp_path / "run" / "predictions.json").read_text())
+    assert [Path(row["image"]).stem for row in rows] == list(SAMPLE_IDS)
+    assert all(row["model"] == "tiny/1" for row in rows)

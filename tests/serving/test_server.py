@@ -1,0 +1,170 @@
+"""The local endpoint's app (served on a thread here): plain HTTP, boto3's sagemaker-runtime
+client, ImagePredictor, every bad request (4xx JSON, and the server keeps serving),
+concurrency and the request log. The script as its own process: tests/e2e/test_serving_server.py.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import boto3
+import pytest
+import requests
+from botocore.exceptions import ClientError
+
+from bincount.data.dataset import load_rgb
+from bincount.serving import ImagePredictor, handlers
+from tests.support.serving import MAX_BYTES, SAMPLE_IDS, bomb_png, huge_png, png_bytes
+
+
+@pytest.fixture(scope="module")
+def expected(model_dir: Path, jpegs: dict[str, bytes]) -> dict[str, dict]:
+    """What the handlers answer in this process, image by image."""
+    model = handlers.model_fn(str(model_dir))
+    return {
+        i: handlers.predict_fn(handlers.input_fn(data, "image/jpeg"), model)[0]
+        for i, data in jpegs.items()
+    }
+
+
+def same_answer(got: dict, want: dict) -> bool:
+    """Equal up to float rounding (a batched forward pass may differ in the last digit)."""
+    return (
+        got["count"] == want["count"]
+        and got["model"] == want["model"]
+        and got["probabilities"].keys() == want["probabilities"].keys()
+        and all(
+            abs(got["probabilities"][k] - want["probabilities"][k]) <= 2e-6
+            for k in want["probabilities"]
+        )
+    )
+
+
+def post(url: str, body: bytes, headers: dict[str, str]) -> requests.Response:
+    return requests.post(f"{url}/invocations", data=body, headers=headers, timeout=30)
+
+
+def test_ping_answers_once_the_model_is_loaded(endpoint: str) -> None:
+    answer = requests.get(f"{endpoint}/ping", timeout=10)
+    assert answer.status_code == 200
+    assert answer.json() == {"status": "ok", "model": "tiny/1"}
+
+
+def test_invocations_answer_the_count_json(
+    endpoint: str, jpegs: dict[str, bytes], expected: dict[str, dict]
+) -> None:
+    for image_id, data in jpegs.items():
+        for content_type in ("image/jpeg", "application/x-image"):
+            answer = post(endpoint, data, {"Content-Type": content_type})
+            assert answer.status_code == 200, answer.text
+            assert answer.headers["content-type"] == "application/json"
+            assert same_answer(answer.json(), expected[image_id])
+
+
+def test_png_gives_the_same_count_as_the_jpeg(
+    endpoint: str, sample_dir: Path, expected: dict[str, dict]
+) -> None:
+    image_id = SAMPLE_IDS[0]
+    png = png_bytes(load_rgb(sample_dir / "images" / f"{image_id}.jpg"))
+    answer = post(endpoint, png, {"Content-Type": "image/png"})
+    assert answer.status_code == 200
+    assert same_answer(answer.json(), expected[image_id])
+
+
+def test_boto3_sagemaker_runtime_client_works_unchanged(
+    endpoint: str,
+    jpegs: dict[str, bytes],
+    expected: dict[str, dict],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    runtime = boto3.client("sagemaker-runtime", region_name="us-east-1", endpoint_url=endpoint)
+    for image_id, data in jpegs.items():
+        response = runtime.invoke_endpoint(
+            EndpointName="bincount-local", Body=data, ContentType="image/jpeg",
+            Accept="application/json",
+        )
+        assert response["ContentType"] == "application/json"
+        assert same_answer(json.loads(response["Body"].read()), expected[image_id])
+    with pytest.raises(ClientError) as err:  # a bad request is the SDK's ModelError
+        runtime.invoke_endpoint(EndpointName="bincount-local", Body=b"xx", ContentType="image/jpeg")
+    assert err.value.response["Error"]["Code"] == "ModelError"
+    assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert "not an image" in err.value.response["Error"]["Message"]
+
+
+def test_image_predictor_through_a_session_pointed_at_the_server(
+    endpoint: str, jpegs: dict[str, bytes], expected: dict[str, dict]
+) -> None:
+    predictor = ImagePredictor.for_url(endpoint)
+    for image_id, data in jpegs.items():
+        assert same_answer(predictor.predict(data), expected[image_id])
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "words"),
+    [
+        (b"{}", {"Content-Type": "application/json"}, 415, "application/json"),
+        (b"", {"Content-Type": "image/jpeg"}, 400, "empty"),
+        (b"\xff\xd8\xff\xe0 garbage", {"Content-Type": "image/jpeg"}, 400, "not a decodable"),
+        (bytes(MAX_BYTES + 1), {"Content-Type": "image/jpeg"}, 413, f"limit is {MAX_BYTES}"),
+        (bomb_png(), {"Content-Type": "image/png"}, 400, "decompression bomb"),
+        (huge_png(), {"Content-Type": "image/png"}, 400, "8000x8000"),
+        (b"", {"Content-Type": "image/jpeg", "Accept": "text/csv"}, 406, "text/csv"),
+    ],
+    ids=["content-type", "empty", "undecodable", "too-large", "bomb", "too-many-pixels", "accept"],
+)
+def test_bad_requests_get_4xx_json_and_the_server_keeps_serving(
+    endpoint: str,
+    jpegs: dict[str, bytes],
+    body: bytes,
+    headers: dict[str, str],
+    status: int,
+    words: str,
+) -> None:
+    answer = post(endpoint, body, headers)
+    assert answer.status_code == status
+    error = answer.json()
+    assert error["status"] == status
+    assert words in error["message"]
+    assert error["error"]  # the reason phrase, e.g. "Unsupported Media Type"
+    assert post(endpoint, jpegs[SAMPLE_IDS[0]], {"Content-Type": "image/jpeg"}).status_code == 200
+
+
+def test_a_truncated_jpeg_is_a_400(endpoint: str, jpegs: dict[str, bytes]) -> None:
+    data = jpegs[SAMPLE_IDS[1]]
+    answer = post(endpoint, data[: len(data) // 2], {"Content-Type": "image/jpeg"})
+    assert answer.status_code == 400
+    assert "truncated" in answer.json()["message"]
+
+
+def test_concurrent_requests_all_get_their_own_answer(
+    endpoint: str, jpegs: dict[str, bytes], expected: dict[str, dict]
+) -> None:
+    order = [SAMPLE_IDS[i % len(SAMPLE_IDS)] for i in range(24)]
+
+    def call(image_id: str) -> dict:
+        answer = post(endpoint, jpegs[image_id], {"Content-Type": "image/jpeg"})
+        assert answer.status_code == 200
+        return answer.json()
+
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(call, order))
+    for image_id, answer in zip(order, answers, strict=True):
+        assert same_answer(answer, expected[image_id])
+
+
+def test_one_log_line_per_request_with_status_and_latency(
+    endpoint: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="bincount.serving"):
+        requests.get(f"{endpoint}/ping", timeout=10)
+        post(endpoint, b"nope", {"Content-Type": "text/plain"})
+    lines = [r.getMessage() for r in caplog.records if r.name == "bincount.serving"]
+    assert any(line.startswith("GET /ping 200 ") for line in lines), lines
+    (line,) = [line for line in lines if line.startswith("POST /invocations 415 ")]
+    assert line.endswith("ms")
