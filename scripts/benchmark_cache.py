@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 from bincount.data.abid import read_metadata, write_file_list
@@ -26,7 +27,7 @@ from bincount.data.transforms import eval_transform, train_transform
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT.parent / "shared" / "abid" / "sample"
-COUNTS = (1, 2, 3, 4, 5)
+COUNTS = tuple(OmegaConf.load(ROOT / "conf" / "data" / "abid.yaml").counts)  # data.counts
 
 
 def images_per_second(dataset: Dataset, workers: int, epochs: int) -> float:

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from torchvision.transforms.v2 import functional as F
 from bincount.data.abid import IMAGES, DataError
 from bincount.data.dataset import UNREADABLE, load_rgb, seeded_transform
 from bincount.data.splits import MANIFEST, SPLITS, file_checksum, load_manifest, split_ids
-from bincount.files import write_json_atomic
+from bincount.files import atomic_path, write_json_atomic
 
 CACHE_FORMAT = 1
 INTERPOLATION = InterpolationMode.BILINEAR  # what the training transforms' Resize uses
@@ -88,7 +87,8 @@ def _build_split(
 ) -> None:
     index_path, data_path = location / f"{split}.json", location / f"{split}.u8"
     index_path.unlink(missing_ok=True)  # from here on the old cache of this split is invalid
-    tmp = data_path.with_name(f".{data_path.name}.tmp")
+    for stale in location.glob(f".{data_path.name}.*.tmp"):  # a killed build's partial file
+        stale.unlink(missing_ok=True)
     index: dict[str, Any] = {
         "key": key, "ids": [], "counts": [], "offsets": [], "shapes": [], "skipped": []
     }
@@ -101,7 +101,8 @@ def _build_split(
             return f"{images_dir / (item[0] + '.jpg')}: {err}"
 
     offset = 0
-    with tmp.open("wb") as out, ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+    with (atomic_path(data_path) as tmp, tmp.open("wb") as out,
+          ThreadPoolExecutor(max_workers=max(1, workers)) as pool):
         for (image_id, count), result in zip(items, _ordered(pool, load, items), strict=True):
             bar.advance(task)
             if isinstance(result, str):
@@ -115,7 +116,6 @@ def _build_split(
             index["shapes"].append(list(array.shape))
             offset += array.nbytes
     index["bytes"] = offset
-    os.replace(tmp, data_path)
     write_json_atomic(index_path, index)
     if index["skipped"]:
         first = index["skipped"][0]["reason"]
@@ -228,25 +228,3 @@ class CachedBinDataset(Dataset):
         if self.transform is not None:
             image = seeded_transform(self.transform, image, self.seed, self.epoch, index)
         return {"image": image, "label": self.class_of[self.counts[index]], "id": self.ids[index]}
-
-
-def cached_datasets(
-    data_dir: Path,
-    cache_dir: Path,
-    image_size: int,
-    transforms: Mapping[str, Callable[[torch.Tensor], torch.Tensor]],
-    counts: Sequence[int],
-    workers: int,
-    progress: bool,
-    seeds: Mapping[str, int | None] | None = None,
-) -> dict[str, CachedBinDataset]:
-    """``ensure_cache`` then one CachedBinDataset per split named in ``transforms``.
-
-    ``seeds`` (split -> seed or None) seeds the per-item transforms as BinImageDataset does.
-    """
-    location = ensure_cache(data_dir, cache_dir, image_size, workers, progress)
-    seeds = seeds or {}
-    return {
-        split: CachedBinDataset(location, split, transform, counts, seeds.get(split))
-        for split, transform in transforms.items()
-    }

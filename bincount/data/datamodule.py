@@ -14,7 +14,14 @@ from torch.utils.data import DataLoader, Dataset
 from bincount.data.abid import FILE_LIST, IMAGES, DataError
 from bincount.data.cache import CachedBinDataset, cache_location, ensure_cache
 from bincount.data.dataset import BinImageDataset, EpochSampler, collate_bins
-from bincount.data.splits import MANIFEST, SPLITS, ensure_manifest, load_manifest, split_ids
+from bincount.data.splits import (
+    MANIFEST,
+    SPLITS,
+    check_ratios,
+    ensure_manifest,
+    load_manifest,
+    split_ids,
+)
 from bincount.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
 from bincount.errors import expect_bool, expect_int
 
@@ -34,23 +41,36 @@ class BinDataModule(pl.LightningDataModule):
     def __init__(
         self,
         data_dir: str | Path,
-        counts: Sequence[int] = (1, 2, 3, 4, 5),
-        image_size: int = 224,
-        batch_size: int = 32,
-        num_workers: int = 2,
-        splits: Sequence[float] = (0.8, 0.1, 0.1),
-        seed: int = 42,
-        shuffle_seed: int = 0,
-        overwrite_splits: bool = False,
-        synthetic: dict[str, Any] | None = None,
-        cache: bool = False,
-        cache_dir: str | Path | None = None,
+        counts: Sequence[int],
+        image_size: int,
+        batch_size: int,
+        num_workers: int,
+        splits: Sequence[float],
+        seed: int,
+        shuffle_seed: int,
+        overwrite_splits: bool,
+        synthetic: dict[str, Any] | None,
+        cache: bool,
+        cache_dir: str | Path | None,
     ) -> None:
+        """The arguments are the ``data`` config (``conf/data/abid.yaml``), its one source."""
         super().__init__()
         for key, value, least in (("batch_size", batch_size, 1), ("image_size", image_size, 1),
-                                  ("num_workers", num_workers, 0)):
+                                  ("num_workers", num_workers, 0), ("seed", seed, 0),
+                                  ("shuffle_seed", shuffle_seed, 0)):
             expect_int(f"data.{key}", value, least)
+        if isinstance(counts, str) or not isinstance(counts, Sequence) or not counts:
+            raise DataError(f"data.counts: expected a list of item counts, got {counts!r}")
+        for n, count in enumerate(counts):
+            expect_int(f"data.counts[{n}]", count, 0)
+        if len(set(counts)) != len(counts):
+            raise DataError(f"data.counts: expected distinct item counts, got {list(counts)}")
+        check_ratios(splits, "data.splits")
+        expect_bool("data.overwrite_splits", overwrite_splits)
         expect_bool("data.cache", cache)
+        if cache and not cache_dir:
+            raise DataError(f"data.cache_dir: expected a directory (data.cache=true), got "
+                            f"{cache_dir!r}")
         self.save_hyperparameters(logger=False)
         self.data_dir = Path(data_dir)
         self.counts = list(counts)
@@ -90,7 +110,7 @@ class BinDataModule(pl.LightningDataModule):
             )
 
     def _cache_dir(self) -> Path:
-        return Path(self.hparams.cache_dir or self.data_dir.parent / "cache")
+        return Path(self.hparams.cache_dir)
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:

@@ -27,7 +27,8 @@ class BinImageDataset(Dataset):
 
     Items are dicts ``{"image": tensor, "label": class index, "id": str}``; the class index
     of a count is its position in ``counts``. With a ``seed``, the random transform of item i in
-    epoch e is seeded by (seed, e, i): it does not depend on when or in which worker it runs.
+    epoch e is seeded by (seed, e, i): it does not depend on when or in which worker it runs;
+    without one (evaluation) it draws from torch's global generator.
     """
 
     def __init__(
@@ -35,7 +36,7 @@ class BinImageDataset(Dataset):
         items: Sequence[tuple[str, int]],
         images_dir: Path,
         transform: Callable[[Image.Image], torch.Tensor],
-        counts: Sequence[int] = (1, 2, 3, 4, 5),
+        counts: Sequence[int],
         seed: int | None = None,
     ) -> None:
         self.items = list(items)

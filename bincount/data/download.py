@@ -37,6 +37,7 @@ from rich.progress import (
 )
 
 from bincount.data.abid import IMAGES, METADATA, DataError, parse_metadata
+from bincount.files import write_text_atomic
 
 REJECTED = "rejected"
 PART_SUFFIX = ".part"
@@ -57,8 +58,6 @@ def s3_client(
 
     ``endpoint_url=None`` leaves the endpoint to boto3, which honours ``AWS_ENDPOINT_URL``.
     """
-    if retry_mode not in ("standard", "adaptive", "legacy"):
-        raise DataError(f"retry_mode must be 'standard' or 'adaptive', got {retry_mode!r}")
     config = Config(
         retries={"mode": retry_mode, "total_max_attempts": int(max_attempts)},
         max_pool_connections=int(max_pool_connections),
@@ -301,10 +300,10 @@ def _settle(dest: Path, rejected: Path, fetched: Fetched, reason: str | None) ->
     if fetched.part is None:
         if reason and dest.is_file():  # a kept file that no longer passes: move it aside
             os.replace(dest, rejected)
-            note.write_text(reason + "\n")
+            write_text_atomic(note, reason + "\n")
         return
     if reason:
-        note.write_text(reason + "\n")
+        write_text_atomic(note, reason + "\n")
         os.replace(fetched.part, rejected)
         dest.unlink(missing_ok=True)
     else:

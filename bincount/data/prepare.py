@@ -34,8 +34,9 @@ from bincount.data.download import (
     remove_parts,
     s3_client,
 )
+from bincount.data.settings import PrepareSettings
 from bincount.data.splits import SPLITS, ensure_manifest, load_manifest
-from bincount.errors import BincountError, expect_int
+from bincount.errors import BincountError
 from bincount.files import write_json_atomic
 
 FAILED = "failed.json"
@@ -43,13 +44,10 @@ LABEL_ISSUES = "label_issues.json"
 STATUSES = ("downloaded", "skipped", "failed", "rejected")
 
 
-def source_labels(file_list: str | None) -> dict[str, int]:
+def source_labels(file_list: str | Path | None) -> dict[str, int]:
     """``{id: count}`` of the given file list, or of the one packaged with bincount."""
     if file_list:
-        path = Path(file_list)
-        if not path.is_file():
-            raise DataError(f"prepare.file_list: {path} does not exist")
-        return read_file_list(path)
+        return read_file_list(Path(file_list))
     with as_file(files("bincount.data").joinpath(FILE_LIST)) as packaged:
         return read_file_list(packaged)
 
@@ -58,7 +56,6 @@ def select(labels: Mapping[str, int], per_class_limit: int | None) -> dict[str, 
     """The first ``per_class_limit`` ids of each count, in file-list order (all when None)."""
     if per_class_limit is None:
         return dict(labels)
-    expect_int("prepare.per_class_limit", per_class_limit, 1)
     taken: Counter[int] = Counter()
     chosen = {}
     for image_id, count in labels.items():
@@ -127,7 +124,7 @@ def _write_reports(data_dir: Path, results: Sequence[BinResult]) -> None:
 def prepare_data(cfg: Any) -> int:
     """Run the whole preparation from the ``prepare`` and ``paths`` config; the exit code."""
     try:
-        return _prepare(cfg)
+        return _prepare(PrepareSettings.from_cfg(cfg))
     except BincountError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         return 2
@@ -137,11 +134,8 @@ def prepare_data(cfg: Any) -> int:
         return 130
 
 
-def _prepare(cfg: Any) -> int:
-    p = cfg.prepare
-    for key in ("workers", "max_attempts", "upload_workers", "cache_workers"):
-        expect_int(f"prepare.{key}", p[key], 1)
-    data_dir = Path(cfg.paths.data_dir)
+def _prepare(p: PrepareSettings) -> int:
+    data_dir = p.data_dir
     labels = select(source_labels(p.file_list), p.per_class_limit)
     if not labels:
         raise DataError("the file list selects no images")
@@ -182,7 +176,8 @@ def _prepare(cfg: Any) -> int:
             retry_mode=p.retry_mode, max_attempts=p.max_attempts,
             max_pool_connections=p.upload_workers,
         )
-        report = upload_prepared(data_dir, p.upload_to, upload_client, p.upload_workers,
+        bucket, prefix = p.upload_to
+        report = upload_prepared(data_dir, bucket, prefix, upload_client, p.upload_workers,
                                  p.progress)
         print(f"Uploaded {report.uploaded} files ({report.bytes / 1e6:.1f} MB), "
               f"{report.skipped} already there.")

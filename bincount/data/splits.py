@@ -20,12 +20,22 @@ def file_checksum(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def check_ratios(ratios: object, key: str = "splits") -> tuple[float, float, float]:
+    """The train/val/test ratios as floats; else a DataError naming ``key``."""
+    values = list(ratios) if isinstance(ratios, Sequence) and not isinstance(ratios, str) else []
+    numbers = all(isinstance(r, int | float) and not isinstance(r, bool) for r in values)
+    if (len(values) != len(SPLITS) or not numbers or any(r < 0 for r in values)
+            or abs(sum(values) - 1) > 1e-6):
+        shown = values if values else ratios
+        raise DataError(
+            f"{key}: expected three non-negative numbers summing to 1, got {shown!r}"
+        )
+    return float(values[0]), float(values[1]), float(values[2])
+
+
 def stratified_split(labels: dict[str, int], ratios: Sequence[float], seed: int) -> dict[str, str]:
     """Assign every id to train/val/test so each count keeps the same proportions."""
-    if len(ratios) != len(SPLITS) or any(r < 0 for r in ratios) or abs(sum(ratios) - 1) > 1e-6:
-        raise DataError(
-            f"split ratios must be three non-negative numbers summing to 1, got {ratios}"
-        )
+    ratios = check_ratios(ratios)
     rng = random.Random(seed)
     assignment: dict[str, str] = {}
     for count in sorted(set(labels.values())):

@@ -14,7 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -33,14 +32,6 @@ class UploadReport:
     uploaded: int
     skipped: int
     bytes: int
-
-
-def parse_s3_uri(uri: str) -> tuple[str, str]:
-    """``s3://bucket/some/prefix`` -> ``("bucket", "some/prefix")`` (no trailing slash)."""
-    parsed = urlparse(str(uri))
-    if parsed.scheme != "s3" or not parsed.netloc:
-        raise UploadError(f"upload_to must look like s3://<bucket>/<prefix>, got {uri!r}")
-    return parsed.netloc, parsed.path.strip("/")
 
 
 def prepared_files(data_dir: Path) -> list[tuple[Path, str]]:
@@ -83,10 +74,11 @@ def _existing(client: Any, bucket: str, prefix: str) -> dict[str, tuple[int, str
 
 
 def upload_prepared(
-    data_dir: Path, uri: str, client: Any, workers: int, progress: bool
+    data_dir: Path, bucket: str, prefix: str, client: Any, workers: int, progress: bool
 ) -> UploadReport:
-    """Upload the prepared set under ``uri``; objects already there unchanged are skipped."""
-    bucket, prefix = parse_s3_uri(uri)
+    """Upload the prepared set under ``s3://<bucket>/<prefix>`` (``prefix`` without slashes at
+    either end, as :func:`bincount.aws.parse_s3_uri` gives it); objects already there unchanged
+    are skipped."""
     files = prepared_files(Path(data_dir))
     try:
         existing = _existing(client, bucket, prefix)
@@ -118,7 +110,7 @@ def upload_prepared(
     uploaded = skipped = total = 0
     columns = (TextColumn("upload"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, disable=not progress) as bar, ThreadPoolExecutor(
-        max_workers=max(1, int(workers))
+        max_workers=workers
     ) as pool:
         task = bar.add_task("upload", total=len(files))
         for size in pool.map(put, files):

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 from moto import mock_aws
-from omegaconf import DictConfig
 
 from bincount.data.abid import read_metadata, write_file_list
 from bincount.data.download import s3_client
-from bincount.data.prepare import prepare_data
 from bincount.data.splits import ensure_manifest
 from bincount.data.upload import UploadError, upload_prepared
-from tests.support.local_s3 import LocalS3, put_bins
 
 
 def real_labels(sample_dir: Path, per_count: int) -> dict[str, int]:
@@ -62,7 +59,7 @@ def keys(client: Any, bucket: str) -> set[str]:
 def test_uploads_the_prepared_set_and_skips_what_is_there(
     prepared: Path, user_bucket: Any
 ) -> None:
-    report = upload_prepared(prepared, "s3://my-bucket/abid/", user_bucket, 4, False)
+    report = upload_prepared(prepared, "my-bucket", "abid", user_bucket, 4, False)
     ids = [p.stem for p in (prepared / "images").glob("*.jpg")]
     expected = {"abid/file_list.json", "abid/splits.json",
                 *(f"abid/images/{i}.jpg" for i in ids), *(f"abid/metadata/{i}.json" for i in ids)}
@@ -71,7 +68,7 @@ def test_uploads_the_prepared_set_and_skips_what_is_there(
     body = user_bucket.get_object(Bucket="my-bucket", Key=f"abid/images/{ids[0]}.jpg")["Body"]
     assert body.read() == (prepared / "images" / f"{ids[0]}.jpg").read_bytes()
 
-    again = upload_prepared(prepared, "s3://my-bucket/abid", user_bucket, 4, False)
+    again = upload_prepared(prepared, "my-bucket", "abid", user_bucket, 4, False)
     assert (again.uploaded, again.skipped) == (0, 22)
 
     # Same size, other bytes: the checksum tells, and only that file goes up again.
@@ -79,7 +76,7 @@ def test_uploads_the_prepared_set_and_skips_what_is_there(
     original = meta.read_bytes()
     meta.write_bytes(original[:-1] + (b"\n" if original.endswith(b" ") else b" "))
     assert len(meta.read_bytes()) == len(original)
-    changed = upload_prepared(prepared, "s3://my-bucket/abid", user_bucket, 4, False)
+    changed = upload_prepared(prepared, "my-bucket", "abid", user_bucket, 4, False)
     assert (changed.uploaded, changed.skipped) == (1, 21)
 
 
@@ -88,13 +85,11 @@ def test_upload_mistakes_get_clear_messages(
 ) -> None:
     client = s3_client(region="us-east-1", endpoint_url="http://127.0.0.1:9", unsigned=False,
                        retry_mode="standard", max_attempts=1, max_pool_connections=1)
-    with pytest.raises(UploadError, match="must look like s3://<bucket>/<prefix>"):
-        upload_prepared(prepared, "my-bucket/abid", client, 1, False)
     with pytest.raises(UploadError, match="file_list.json is missing: run scripts/prepare_data.py"):
-        upload_prepared(tmp_path, "s3://my-bucket/abid", client, 1, False)
+        upload_prepared(tmp_path, "my-bucket", "abid", client, 1, False)
     (prepared / "images" / next((prepared / "images").glob("*.jpg")).name).unlink()
     with pytest.raises(UploadError, match="1 files listed in .* are missing"):
-        upload_prepared(prepared, "s3://my-bucket/abid", client, 1, False)
+        upload_prepared(prepared, "my-bucket", "abid", client, 1, False)
 
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
                  "AWS_PROFILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"):
@@ -106,31 +101,4 @@ def test_upload_mistakes_get_clear_messages(
                           retry_mode="standard", max_attempts=1, max_pool_connections=1)
     write_file_list(prepared / "file_list.json", {})
     with pytest.raises(UploadError, match="upload_to needs your AWS credentials"):
-        upload_prepared(prepared, "s3://my-bucket/abid", anonymous, 1, False)
-
-
-def test_prepare_data_uploads_and_prints_the_training_channel(
-    sample_dir: Path, make_cfg: Callable[..., DictConfig], tmp_path: Path,
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")  # the user's own credentials
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    labels = real_labels(sample_dir, 2)
-    write_file_list(tmp_path / "list.json", labels)
-    with LocalS3() as s3:
-        put_bins(s3.public_bucket("abid-public"), "abid-public", sample_dir, list(labels))
-        user = s3.client()
-        user.create_bucket(Bucket="user-bucket")
-        cfg = make_cfg(
-            f"paths.data_dir={tmp_path / 'abid'}", f"prepare.file_list={tmp_path / 'list.json'}",
-            "prepare.bucket=abid-public", f"prepare.endpoint_url={s3.url}",
-            f"prepare.upload_endpoint_url={s3.url}", "prepare.upload_to=s3://user-bucket/abid",
-            "prepare.progress=false", name="prepare_data", tiny=False,
-        )
-        assert prepare_data(cfg) == 0
-        out = capsys.readouterr().out
-        assert "Uploaded 22 files" in out
-        assert "SageMaker training channel: s3://user-bucket/abid" in out
-        assert len(keys(user, "user-bucket")) == 22
-        assert prepare_data(cfg) == 0
-        assert "Uploaded 0 files (0.0 MB), 22 already there." in capsys.readouterr().out
+        upload_prepared(prepared, "my-bucket", "abid", anonymous, 1, False)

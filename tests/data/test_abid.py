@@ -1,11 +1,12 @@
+"""The ABID layout: tolerant metadata parsing, the file list, ids kept as strings."""
+
 import json
 from pathlib import Path
 
 import pytest
 
 from bincount.data.abid import DataError, parse_metadata, read_file_list, read_metadata
-
-FILE_LIST = Path(__file__).resolve().parents[2] / "shared" / "abid" / "file_list.json"
+from bincount.data.prepare import source_labels
 
 
 def test_every_real_sample_metadata_parses(sample_dir: Path) -> None:
@@ -65,9 +66,8 @@ def test_bad_metadata_names_the_file_and_field(tmp_path: Path, content: str, mes
     assert str(path) in str(err.value)
 
 
-@pytest.mark.skipif(not FILE_LIST.is_file(), reason=f"{FILE_LIST} is absent")
-def test_the_subset_file_list_keeps_ids_as_strings() -> None:
-    labels = read_file_list(FILE_LIST)
+def test_the_packaged_subset_list_keeps_ids_as_strings() -> None:
+    labels = source_labels(None)  # what prepare_data downloads by default
     assert len(labels) == 10441
     per_count = {c: sum(1 for v in labels.values() if v == c) for c in range(1, 6)}
     assert per_count == {1: 1228, 2: 2299, 3: 2666, 4: 2373, 5: 1875}

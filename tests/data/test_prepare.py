@@ -1,4 +1,5 @@
-"""scripts/prepare_data.py against moto's S3 server on 127.0.0.1, holding real ABID photos.
+"""prepare_data (download, check, split, cache, upload) in-process, against moto's S3 server on
+127.0.0.1 holding real ABID photos.
 
 The bucket gets a public-read policy (as aft-vbi-pds has) and is read through the real boto3
 client with an unsigned config; faults come from a real HTTP proxy in front of moto.
@@ -8,11 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,12 +18,11 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from bincount.data.abid import read_file_list, read_metadata, write_file_list
-from bincount.data.download import check_jpeg
+from bincount.data.cache import CachedBinDataset, ensure_cache
 from bincount.data.prepare import FAILED, LABEL_ISSUES, prepare_data, select
-from bincount.data.splits import load_manifest
+from bincount.data.splits import load_manifest, split_ids
 from tests.support.local_s3 import Fault, FaultProxy, LocalS3, put_bins
 
-ROOT = Path(__file__).resolve().parents[1]
 BUCKET = "abid-test"
 PER_COUNT = 6  # real bins per count in the bucket
 
@@ -205,23 +200,11 @@ def test_retries_exhausted_fail_the_run_and_withhold_the_split(
     assert not (data / FAILED).exists() and (data / "splits.json").is_file()
 
 
-def test_bad_settings_get_a_message_naming_them(
+def test_a_changed_split_is_refused_and_a_private_bucket_named(
     bucket: SimpleNamespace, make_cfg: Callable[..., DictConfig], tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     labels = dict(list(bucket.good.items())[:3])
-    cfg = prepare_cfg(make_cfg, tmp_path, bucket.url, labels,
-                      f"prepare.file_list={tmp_path / 'nope.json'}")
-    assert prepare_data(cfg) == 2
-    assert f"prepare.file_list: {tmp_path / 'nope.json'} does not exist" in capsys.readouterr().err
-    cfg = prepare_cfg(make_cfg, tmp_path, bucket.url, labels, "prepare.per_class_limit=0")
-    assert prepare_data(cfg) == 2
-    assert "prepare.per_class_limit: expected an integer >= 1, got 0" in capsys.readouterr().err
-    cfg = prepare_cfg(make_cfg, tmp_path, bucket.url, labels, "prepare.workers=many")
-    assert prepare_data(cfg) == 2
-    assert "prepare.workers: expected an integer >= 1, got 'many'" in capsys.readouterr().err
-    assert not (tmp_path / "abid").exists()  # stopped before anything was written
-
     # A split made with other inputs is never replaced silently.
     assert prepare_data(prepare_cfg(make_cfg, tmp_path, bucket.url, labels)) == 0
     manifest = (tmp_path / "abid" / "splits.json").read_bytes()
@@ -262,58 +245,41 @@ def test_per_class_limit_takes_the_first_ids_of_each_count() -> None:
     assert select(labels, None) == labels
 
 
-def test_check_jpeg_rejects_decompression_bombs(sample_dir: Path) -> None:
-    photo = next((sample_dir / "images").glob("*.jpg"))
-    assert check_jpeg(photo, max_pixels=89_478_485) is None
-    reason = check_jpeg(photo, max_pixels=1000)
-    assert reason is not None and "decompression-bomb limit of 1000 pixels" in reason
-
-
-def _run(args: list[str], **kwargs: object) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "scripts" / "prepare_data.py"), *args],
-        cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs,
-    )
-
-
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
-def test_an_interrupted_run_leaves_no_partial_file_and_the_next_completes(
-    bucket: SimpleNamespace, tmp_path: Path, sig: signal.Signals, ctrl_c_reaches_children: None,
+def test_prepare_data_builds_the_cache_training_reads(
+    bucket: SimpleNamespace, make_cfg: Callable[..., DictConfig], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    labels = bucket.good
-    file_list = write_list(tmp_path / "list.json", labels)
+    labels = select(bucket.good, 3)
+    cfg = prepare_cfg(make_cfg, tmp_path, bucket.url, labels, "prepare.cache=true",
+                      "data.image_size=48")
+    assert prepare_data(cfg) == 0
+    assert "Preprocessed cache (48 px short side)" in capsys.readouterr().out
+    # What the DataModule does with data.cache=true: the same cache, not rebuilt.
     data = tmp_path / "abid"
-    args = [f"paths.root_dir={tmp_path}", f"paths.data_dir={data}",
-            f"prepare.file_list={file_list}", f"prepare.bucket={BUCKET}", "prepare.workers=2"]
-    with FaultProxy(bucket.url, latency_s=0.1) as slow:
-        proc = _run([*args, f"prepare.endpoint_url={slow.url}"])
-        deadline = time.monotonic() + 60
-        while len(list((data / "images").glob("*.jpg"))) < 4:
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        proc.send_signal(sig)
-        _, err = proc.communicate(timeout=60)
-    if sig == signal.SIGINT:
-        assert proc.returncode == 130 and "run the same command again to resume" in err
-        assert not list(data.glob("*/.*.part"))  # in-flight bins were finished, not cut
-    else:
-        assert proc.returncode == -signal.SIGKILL
-    # Whatever sits under a final name is whole.
-    done = list((data / "images").glob("*.jpg"))
-    assert 4 <= len(done) < len(labels)
-    for path in done:
-        assert path.read_bytes() == (bucket.sample / "images" / path.name).read_bytes()
-    for path in (data / "metadata").glob("*.json"):
-        assert path.read_bytes() == (bucket.sample / "metadata" / path.name).read_bytes()
-    assert not (data / "splits.json").exists()
+    location = ensure_cache(data, cfg.paths.cache_dir, 48, 1, False)
+    stamp = (location / "train.json").stat().st_mtime_ns
+    test = CachedBinDataset(location, "test", None, [1, 2, 3, 4, 5])
+    assert (location / "train.json").stat().st_mtime_ns == stamp
+    assert test.ids == [i for i, _ in split_ids(load_manifest(data / "splits.json"), "test")]
+    assert min(test.raw(0).shape[1:]) == 48
 
-    proc = _run([*args, f"prepare.endpoint_url={bucket.url}"])
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
-    assert len(list((data / "images").glob("*.jpg"))) == len(labels)
-    assert not list(data.glob("*/.*.part"))
-    assert read_file_list(data / "file_list.json") == labels
-    total = next(line for line in out.splitlines() if " all " in line).split()
-    assert int(total[3]) >= len(done)  # skipped: the ones the killed run finished
+
+def test_prepare_data_uploads_and_prints_the_training_channel(
+    bucket: SimpleNamespace, make_cfg: Callable[..., DictConfig], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")  # the user's own credentials
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    labels = select(bucket.good, 2)
+    bucket.client.create_bucket(Bucket="user-bucket")
+    cfg = prepare_cfg(make_cfg, tmp_path, bucket.url, labels,
+                      f"prepare.upload_endpoint_url={bucket.url}",
+                      "prepare.upload_to=s3://user-bucket/abid")
+    assert prepare_data(cfg) == 0
+    out = capsys.readouterr().out
+    assert "Uploaded 22 files" in out
+    assert "SageMaker training channel: s3://user-bucket/abid" in out
+    listed = bucket.client.list_objects_v2(Bucket="user-bucket")["Contents"]
+    assert len(listed) == 22
+    assert prepare_data(cfg) == 0
+    assert "Uploaded 0 files (0.0 MB), 22 already there." in capsys.readouterr().out

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import signal
+import os
+import socket
 import subprocess
-import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from PIL import Image
 from bincount.data.abid import DataError, read_file_list, read_metadata
 from bincount.data.synthetic import MARKER, render_synthetic
 
-SMALL = {"per_class": 3, "image_size": 48, "seed": 0}
+SMALL = {"per_class": 3, "image_size": 48, "seed": 0, "counts": (1, 2, 3, 4, 5)}
 
 
 def files_of(root: Path) -> dict[str, bytes]:
@@ -62,7 +61,7 @@ def test_metadata_is_in_the_abid_format(small_set: Path) -> None:
 
 
 def test_repeated_products_appear_with_quantities_above_one(tmp_path: Path) -> None:
-    out = render_synthetic(tmp_path / "set", per_class=8, image_size=48, counts=(4, 5))
+    out = render_synthetic(tmp_path / "set", **{**SMALL, "per_class": 8, "counts": (4, 5)})
     quantities = [
         item.quantity
         for path in (out / "metadata").glob("*.json")
@@ -96,7 +95,9 @@ def test_same_seed_gives_identical_bytes_other_seed_other_images(
 def test_complete_set_is_kept_and_other_parameters_re_render(tmp_path: Path) -> None:
     out = render_synthetic(tmp_path / "set", **SMALL)
     marker = json.loads((out / MARKER).read_text())
-    assert {k: marker[k] for k in SMALL} == SMALL and marker["counts"] == [1, 2, 3, 4, 5]
+    assert {k: marker[k] for k in ("per_class", "image_size", "seed")} == {
+        "per_class": 3, "image_size": 48, "seed": 0}
+    assert marker["counts"] == [1, 2, 3, 4, 5]
     (out / "splits.json").write_text("{}")  # what the datamodule writes beside the set
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
 
@@ -108,34 +109,21 @@ def test_complete_set_is_kept_and_other_parameters_re_render(tmp_path: Path) -> 
     with Image.open(next((out / "images").glob("*.jpg"))) as image:
         assert image.size == (40, 40)
 
-    render_synthetic(out, **{**SMALL, "image_size": 40}, counts=(2, 3))
+    render_synthetic(out, **{**SMALL, "image_size": 40, "counts": (2, 3)})
     assert sorted(set(read_file_list(out / "file_list.json").values())) == [2, 3]
     assert [p.name for p in tmp_path.iterdir()] == ["set"]  # no staging or old copies left
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill"])
-def test_an_interrupted_render_leaves_no_partial_set(
-    tmp_path: Path, sig: signal.Signals, ctrl_c_reaches_children: None
-) -> None:
-    out = tmp_path / "set"
-    script = (
-        "from bincount.data.synthetic import render_synthetic; "
-        f"render_synthetic({str(out)!r}, per_class=2000, image_size=48)"
-    )
-    process = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while not any(tmp_path.glob(".set.*/images/*.jpg")):  # rendering is under way
-        assert process.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
-    process.send_signal(sig)
-    assert process.wait(timeout=60) != 0
-    assert not out.exists()  # never a half set under out_dir
-    if sig == signal.SIGINT:
-        assert list(tmp_path.iterdir()) == []  # and the staging is cleaned up at once
-
-    render_synthetic(out, **SMALL)  # the next render also removes a killed one's staging
-    assert len(read_file_list(out / "file_list.json")) == 15
-    assert [p.name for p in tmp_path.iterdir()] == ["set"]
+def test_staging_of_dead_renders_is_removed_and_of_live_ones_kept(tmp_path: Path) -> None:
+    finished = subprocess.Popen(["true"])  # a process that has come and gone
+    finished.wait()
+    host = socket.gethostname()
+    dead = tmp_path / f".set.partial-{host}-{finished.pid}-abc"  # killed before renaming
+    live = tmp_path / f".set.partial-{host}-{os.getpid()}-def"  # a render under way
+    for staging in (dead, live):
+        (staging / "images").mkdir(parents=True)
+    render_synthetic(tmp_path / "set", **SMALL)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["set", live.name])
 
 
 def test_a_directory_of_other_data_is_not_overwritten(tmp_path: Path) -> None:

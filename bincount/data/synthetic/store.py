@@ -1,0 +1,146 @@
+"""A synthetic set on disk: rendered once per parameters (``synthetic.json``), into a hidden
+staging sibling that is renamed into place, so an interrupted render never leaves a partial set;
+the staging of killed renders on this host is removed by the next one."""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bincount.data.abid import FILE_LIST, IMAGES, METADATA, DataError, write_file_list
+from bincount.data.synthetic.render import render_bin
+
+log = logging.getLogger(__name__)
+
+MARKER = "synthetic.json"
+VERSION = 2  # bump whenever the rendering changes, so cached sets are re-rendered
+ID_WIDTH = 6
+
+
+def render_synthetic(
+    out_dir: str | Path, *, per_class: int, image_size: int, seed: int, counts: Sequence[int]
+) -> Path:
+    """Render ``per_class`` bins for every count into ``out_dir`` (ABID layout) and return it.
+
+    The arguments are ``data.synthetic`` (``per_class``, ``image_size``, ``seed``) and
+    ``data.counts`` of the config.
+
+    A set already there with the same parameters (see ``synthetic.json``) is kept as is. The set
+    is rendered into a temporary sibling and renamed into place, so an interrupted render never
+    leaves a partial set in ``out_dir``.
+    """
+    out_dir = Path(out_dir)
+    params = _check_params(per_class, image_size, seed, counts)
+    marker = out_dir / MARKER
+    if out_dir.exists():
+        made = _read_marker(marker)
+        if made is not None and all(made.get(key) == value for key, value in params.items()):
+            return out_dir
+        if not marker.is_file() and any(out_dir.iterdir()):
+            raise DataError(
+                f"{out_dir} is not empty and holds no {MARKER}: refusing to overwrite it with "
+                "synthetic data (choose another data_dir or empty it)"
+            )
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned(out_dir)
+    staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(out_dir), dir=out_dir.parent))
+    try:
+        log.info("rendering %d synthetic bins into %s", per_class * len(counts), out_dir)
+        _render_set(staging, params)
+        _replace_dir(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out_dir
+
+
+def _check_params(
+    per_class: int, image_size: int, seed: int, counts: Sequence[int]
+) -> dict[str, Any]:
+    def integer(name: str, value: Any, low: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+            raise DataError(f"synthetic.{name} must be an integer >= {low}, got {value!r}")
+        return int(value)
+
+    counts = [integer("counts[]", c, 1) for c in counts]
+    if not counts or len(set(counts)) != len(counts) or max(counts) > 8:
+        raise DataError(f"synthetic counts must be distinct integers in 1..8, got {counts}")
+    return {
+        "generator": "bincount.data.synthetic",
+        "version": VERSION,
+        "per_class": integer("per_class", per_class, 1),
+        "image_size": integer("image_size", image_size, 32),
+        "seed": integer("seed", seed, 0),
+        "counts": counts,
+    }
+
+
+def _read_marker(path: Path) -> dict[str, Any] | None:
+    try:
+        made = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return made if isinstance(made, dict) else None
+
+
+def _staging_prefix(out_dir: Path) -> str:
+    """Hidden sibling names that say which process on which host made them."""
+    return f".{out_dir.name}.partial-{socket.gethostname()}-{os.getpid()}-"
+
+
+def _remove_abandoned(out_dir: Path) -> None:
+    """Delete the staging left by renders on this host that were killed (SIGKILL, SIGTERM)."""
+    start = f".{out_dir.name}.partial-{socket.gethostname()}-"
+    for path in out_dir.parent.glob(f"{glob.escape(start)}*"):
+        pid = path.name[len(start):].split("-")[0]
+        if pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Swap ``new`` in for ``target``; the old set (if any) is moved aside first, then removed."""
+    if not target.exists():
+        new.rename(target)
+        return
+    old = Path(f"{new}-old")
+    target.rename(old)
+    new.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _render_set(root: Path, params: dict[str, Any]) -> None:
+    (root / IMAGES).mkdir()
+    (root / METADATA).mkdir()
+    labels: dict[str, int] = {}
+    number = 0
+    for index in range(params["per_class"]):
+        for count in params["counts"]:
+            number += 1
+            image_id = f"{number:0{ID_WIDTH}d}"
+            rng = np.random.default_rng([params["seed"], count, index])
+            image, metadata = render_bin(count, params["image_size"], rng)
+            quality = int(rng.integers(60, 92))
+            image.save(root / IMAGES / f"{image_id}.jpg", "JPEG", quality=quality)
+            (root / METADATA / f"{image_id}.json").write_text(json.dumps(metadata))
+            labels[image_id] = count
+    write_file_list(root / FILE_LIST, labels)
+    (root / MARKER).write_text(json.dumps({**params, "images": number}, indent=2) + "\n")
