@@ -1,10 +1,12 @@
 """Serving code run as its own process: ``scripts/predict.py`` on a local model directory with a
 broken photo, ``code/inference.py`` imported from the model tree alone (as the inference
-container does), and ``scripts/benchmark_serving.py`` at a tiny size."""
+container does), ``scripts/benchmark_serving.py`` at a tiny size, and what importing the
+serving modules leaves alone."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -99,3 +101,20 @@ def test_the_serving_benchmark_measures_both_settings(sample_dir: Path, tmp_path
     rows = [(r["batching"], r["concurrency"], r["requests"], r["errors"]) for r in results["runs"]]
     assert rows == [(True, 1, 6, 0), (True, 3, 6, 0), (False, 1, 6, 0), (False, 3, 6, 0)]
     assert all(0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"] for r in results["runs"])
+
+
+def test_importing_serving_touches_neither_the_sdk_nor_the_environment() -> None:
+    """What ``scripts/serve.py``, ``predict.py`` and ``deploy.py`` import, in a fresh process:
+    the SageMaker SDK is not imported, its environment variable and logger are left alone."""
+    script = """
+import logging, os, sys
+import bincount.serving, bincount.serving.server, bincount.serving.predict
+import bincount.serving.deploy
+assert "sagemaker" not in sys.modules, "the SDK was imported"
+assert "SAGEMAKER_SUPPRESS_V2_WARNING" not in os.environ
+assert logging.getLogger("sagemaker.config").level == logging.NOTSET
+"""
+    env = {k: v for k, v in os.environ.items() if k != "SAGEMAKER_SUPPRESS_V2_WARNING"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
