@@ -15,6 +15,7 @@ from PIL import Image
 
 from bincount.data.abid import DataError, read_file_list, read_metadata
 from bincount.data.synthetic import MARKER, render_synthetic
+from bincount.errors import BincountError
 
 SMALL = {"per_class": 3, "image_size": 48, "seed": 0, "counts": (1, 2, 3, 4, 5)}
 
@@ -134,11 +135,15 @@ def test_a_directory_of_other_data_is_not_overwritten(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("override", "field"),
-    [({"per_class": 0}, "per_class"), ({"image_size": 8}, "image_size"),
-     ({"counts": (1, 1)}, "counts"), ({"seed": -1}, "seed")],
+    ("override", "message"),
+    [({"per_class": 0}, "data.synthetic.per_class: expected an integer >= 1, got 0"),
+     ({"image_size": 8}, "data.synthetic.image_size: expected an integer >= 32, got 8"),
+     ({"seed": -1}, "data.synthetic.seed: expected an integer >= 0, got -1"),
+     ({"counts": (1, 1)}, "data.counts: expected distinct integers in 1..8"),
+     ({"counts": (0, 1)}, "data.counts[0]: expected an integer >= 1, got 0")],
 )
-def test_bad_parameters_are_named(tmp_path: Path, override: dict, field: str) -> None:
-    with pytest.raises(DataError, match=field):
+def test_bad_parameters_are_named(tmp_path: Path, override: dict, message: str) -> None:
+    with pytest.raises(BincountError) as err:
         render_synthetic(tmp_path / "set", **{**SMALL, **override})
+    assert message in str(err.value)
     assert not (tmp_path / "set").exists()

@@ -19,6 +19,7 @@ import numpy as np
 
 from bincount.data.abid import FILE_LIST, IMAGES, METADATA, DataError, write_file_list
 from bincount.data.synthetic.render import render_bin
+from bincount.errors import expect_int
 
 log = logging.getLogger(__name__)
 
@@ -66,20 +67,17 @@ def render_synthetic(
 def _check_params(
     per_class: int, image_size: int, seed: int, counts: Sequence[int]
 ) -> dict[str, Any]:
-    def integer(name: str, value: Any, low: int) -> int:
-        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-            raise DataError(f"synthetic.{name} must be an integer >= {low}, got {value!r}")
-        return int(value)
-
-    counts = [integer("counts[]", c, 1) for c in counts]
+    """The set's parameters as its marker records them; a bad one is named by its config key."""
+    counts = [expect_int(f"data.counts[{n}]", c, 1) for n, c in enumerate(counts)]
     if not counts or len(set(counts)) != len(counts) or max(counts) > 8:
-        raise DataError(f"synthetic counts must be distinct integers in 1..8, got {counts}")
+        raise DataError(f"data.counts: expected distinct integers in 1..8 for synthetic bins, "
+                        f"got {counts}")
     return {
         "generator": "bincount.data.synthetic",
         "version": VERSION,
-        "per_class": integer("per_class", per_class, 1),
-        "image_size": integer("image_size", image_size, 32),
-        "seed": integer("seed", seed, 0),
+        "per_class": expect_int("data.synthetic.per_class", per_class, 1),
+        "image_size": expect_int("data.synthetic.image_size", image_size, 32),
+        "seed": expect_int("data.synthetic.seed", seed, 0),
         "counts": counts,
     }
 
