@@ -46,7 +46,9 @@ def image_grid_figure(
 
 
 class ValidationFigures(pl.Callback):
-    def __init__(self, max_images: int = 16) -> None:
+    """The confusion matrix and up to ``max_images`` validation images (the first batch)."""
+
+    def __init__(self, *, max_images: int) -> None:
         self.max_images = max_images
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

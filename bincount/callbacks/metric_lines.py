@@ -11,9 +11,12 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 class MetricLines(pl.Callback):
     """After every training epoch print e.g. ``val_loss=0.81234``; at the end the best
-    ``val_loss`` again, so the last value a parser sees is the run's objective."""
+    ``val_loss`` again, so the last value a parser sees is the run's objective.
 
-    def __init__(self, names: Sequence[str] = ("train_loss", "val_loss", "val_acc")) -> None:
+    ``names`` comes from ``callbacks.metric_lines.names`` in ``conf/callbacks/default.yaml``,
+    the one list of metric names (the SageMaker launcher's metric definitions read it too)."""
+
+    def __init__(self, *, names: Sequence[str]) -> None:
         self.names = list(names)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -18,19 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import markdown
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.profilers import PassThroughProfiler, PyTorchProfiler
 
 from bincount.callbacks.rules.base import read_rules_file
 from bincount.callbacks.rules.timing import StepClock, StepTime, StepTimer
+from bincount.files import write_text_atomic
 
 log = logging.getLogger(__name__)
-
-
-def percentile(ordered: list[float], q: float) -> float:
-    """Nearest-rank percentile of sorted values."""
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
 
 
 def step_outliers(steps: list[StepTime], k: float) -> tuple[float, float, list[StepTime]]:
@@ -52,19 +49,13 @@ def peak_memory() -> dict[str, float]:
     return peak
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 class ProfileReport(StepTimer):
     """Times the training loop and writes the report when the fit ends (``outlier_k``: the k
-    in median + k·MAD; ``html``: also write the HTML twin)."""
+    in median + k·MAD; ``max_outliers``: rows of the outlier table; ``html``: also write the
+    HTML twin). Settings come from ``conf/callbacks/default.yaml``."""
 
-    def __init__(self, output_dir: str | Path, rules_file: str | Path | None = None,
-                 outlier_k: float = 5.0, max_outliers: int = 10, html: bool = True) -> None:
+    def __init__(self, *, output_dir: str | Path, rules_file: str | Path | None,
+                 outlier_k: float, max_outliers: int, html: bool) -> None:
         self.output_dir = Path(output_dir)
         self.rules_file = Path(rules_file) if rules_file else None
         self.outlier_k, self.max_outliers, self.html = outlier_k, max_outliers, html
@@ -150,8 +141,8 @@ class ProfileReport(StepTimer):
     def _step_section(self) -> list[str]:
         if not self.steps:
             return ["## Step time", "", "No training steps ran."]
-        times = sorted(s.compute for s in self.steps)
-        waits = sorted(s.wait for s in self.steps)
+        times = [s.compute for s in self.steps]
+        waits = [s.wait for s in self.steps]
         median, limit, outliers = step_outliers(self.steps, self.outlier_k)
         ms = 1000.0
         lines = [
@@ -164,13 +155,9 @@ class ProfileReport(StepTimer):
             "|---|---|---|---|---|---|---|",
         ]
         for label, values in (("compute (ms)", times), ("wait (ms)", waits)):
-            lines.append(
-                f"| {label} | " + " | ".join(
-                    f"{v * ms:.1f}" for v in (values[0], percentile(values, 50),
-                                              percentile(values, 90), percentile(values, 99),
-                                              values[-1], statistics.fmean(values))
-                ) + " |"
-            )
+            # numpy's default (linear) percentiles: the one definition in the project.
+            row = [*np.percentile(values, [0, 50, 90, 99, 100]), statistics.fmean(values)]
+            lines.append(f"| {label} | " + " | ".join(f"{v * ms:.1f}" for v in row) + " |")
         lines += [
             "",
             f"Outliers (compute > median + {self.outlier_k:g}·MAD = {limit * ms:.1f} ms): "

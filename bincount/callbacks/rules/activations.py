@@ -21,15 +21,15 @@ class PoorWeightInitialization(Rule):
     scale from layer to layer; a badly scaled layer makes every layer after it learn at the
     wrong rate (SageMaker's PoorWeightInitialization rule compares the same ratio).
 
-    ``layers`` matches module names (default: the ResNet stages ``net.layer1`` ... ``net.layer4``).
+    ``layers`` matches module names (configured: the ResNet stages ``net.layer1`` ...
+    ``net.layer4``).
     """
 
     name = "PoorWeightInitialization"
 
-    def __init__(self, threshold: float = 10.0, steps: int = 5,
-                 layers: str = r"^net\.layer\d+$",
-                 rules_file: str | Path | None = None, stop_training: bool = False) -> None:
-        super().__init__(rules_file, stop_training)
+    def __init__(self, *, threshold: float, steps: int, layers: str,
+                 rules_file: str | Path | None, stop_training: bool) -> None:
+        super().__init__(rules_file=rules_file, stop_training=stop_training)
         self.threshold, self.steps = threshold, steps
         self.pattern = re.compile(layers)
         self.variances: dict[str, list[float]] = {}

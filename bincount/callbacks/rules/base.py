@@ -60,12 +60,13 @@ class Rule(pl.Callback):
     """A named check on the training loop that fires at most once per run.
 
     ``rules_file`` is where entries go (None: log and TensorBoard only); with ``stop_training``
-    a firing rule ends the fit after the current step, as early stopping does.
+    a firing rule ends the fit after the current step, as early stopping does. Every rule's
+    settings come from ``conf/rules/default.yaml`` (the one source: no defaults here).
     """
 
     name: ClassVar[str] = "Rule"
 
-    def __init__(self, rules_file: str | Path | None = None, stop_training: bool = False) -> None:
+    def __init__(self, *, rules_file: str | Path | None, stop_training: bool) -> None:
         self.rules_file = Path(rules_file) if rules_file else None
         self.stop_training = stop_training
         self.fired = False

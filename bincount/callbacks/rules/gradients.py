@@ -28,10 +28,9 @@ class VanishingGradient(Rule):
 
     name = "VanishingGradient"
 
-    def __init__(self, threshold: float = 1e-7, patience: int = 10,
-                 layers: str = r"\.weight$", every_n_steps: int = 1,
-                 rules_file: str | Path | None = None, stop_training: bool = False) -> None:
-        super().__init__(rules_file, stop_training)
+    def __init__(self, *, threshold: float, patience: int, layers: str, every_n_steps: int,
+                 rules_file: str | Path | None, stop_training: bool) -> None:
+        super().__init__(rules_file=rules_file, stop_training=stop_training)
         self.threshold, self.patience, self.every_n_steps = threshold, patience, every_n_steps
         self.pattern = re.compile(layers)
         self.below: dict[str, int] = {}  # layer -> consecutive checks below the threshold
@@ -68,7 +67,7 @@ class VanishingGradient(Rule):
 class ExplodingTensor(Rule):
     """Fires on a non-finite loss or gradient, or a gradient norm above ``max_grad_norm``.
 
-    With ``stop_training`` (the default) the offending gradients are dropped before the
+    With ``stop_training`` (as configured) the offending gradients are dropped before the
     optimizer step, so the weights, and the checkpoints saved as the run ends, stay finite.
     Under a mixed-precision GradScaler, non-finite gradients are the scaler's business (it
     skips those steps and lowers its scale); only a non-finite loss counts there.
@@ -76,9 +75,9 @@ class ExplodingTensor(Rule):
 
     name = "ExplodingTensor"
 
-    def __init__(self, max_grad_norm: float | None = None, layers: str = r".*",
-                 rules_file: str | Path | None = None, stop_training: bool = True) -> None:
-        super().__init__(rules_file, stop_training)
+    def __init__(self, *, max_grad_norm: float | None, layers: str,
+                 rules_file: str | Path | None, stop_training: bool) -> None:
+        super().__init__(rules_file=rules_file, stop_training=stop_training)
         self.max_grad_norm = max_grad_norm
         self.pattern = re.compile(layers)
         self.loss: float | None = None

@@ -13,7 +13,7 @@ import torch
 from bincount.callbacks.rules.base import Rule
 
 
-def _loss_of(outputs: Any) -> float | None:
+def loss_of(outputs: Any) -> float | None:
     loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
     return float(loss.detach()) if isinstance(loss, torch.Tensor) else None
 
@@ -34,9 +34,9 @@ class LossNotDecreasing(Rule):
 
     name = "LossNotDecreasing"
 
-    def __init__(self, window: int = 50, min_decrease_percent: float = 0.1, patience: int = 2,
-                 rules_file: str | Path | None = None, stop_training: bool = False) -> None:
-        super().__init__(rules_file, stop_training)
+    def __init__(self, *, window: int, min_decrease_percent: float, patience: int,
+                 rules_file: str | Path | None, stop_training: bool) -> None:
+        super().__init__(rules_file=rules_file, stop_training=stop_training)
         self.window, self.min_decrease, self.patience = window, min_decrease_percent, patience
         self.current: list[float] = []
         self.means: list[float] = []  # one per finished window
@@ -53,7 +53,7 @@ class LossNotDecreasing(Rule):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            outputs: Any, batch: Any, batch_idx: int) -> None:
-        loss = _loss_of(outputs)
+        loss = loss_of(outputs)
         if loss is None:
             return
         self.current.append(loss)
@@ -89,8 +89,8 @@ class LossNotDecreasing(Rule):
 class _EpochRule(Rule):
     """Collects one (train loss, validation value) pair per epoch that ran validation."""
 
-    def __init__(self, rules_file: str | Path | None, stop_training: bool) -> None:
-        super().__init__(rules_file, stop_training)
+    def __init__(self, *, rules_file: str | Path | None, stop_training: bool) -> None:
+        super().__init__(rules_file=rules_file, stop_training=stop_training)
         self.history: list[dict[str, float]] = []
         self.val: float | None = None
 
@@ -127,9 +127,9 @@ class Overfit(_EpochRule):
 
     name = "Overfit"
 
-    def __init__(self, patience: int = 3, min_delta: float = 0.0,
-                 rules_file: str | Path | None = None, stop_training: bool = False) -> None:
-        super().__init__(rules_file, stop_training)
+    def __init__(self, *, patience: int, min_delta: float, rules_file: str | Path | None,
+                 stop_training: bool) -> None:
+        super().__init__(rules_file=rules_file, stop_training=stop_training)
         self.patience, self.min_delta = patience, min_delta
 
     def read_val(self, trainer: pl.Trainer) -> float | None:
@@ -166,10 +166,9 @@ class Overtraining(_EpochRule):
 
     name = "Overtraining"
 
-    def __init__(self, monitor: str = "val_loss", mode: str = "min", patience: int = 5,
-                 min_delta: float = 0.0, rules_file: str | Path | None = None,
-                 stop_training: bool = False) -> None:
-        super().__init__(rules_file, stop_training)
+    def __init__(self, *, monitor: str, mode: str, patience: int, min_delta: float,
+                 rules_file: str | Path | None, stop_training: bool) -> None:
+        super().__init__(rules_file=rules_file, stop_training=stop_training)
         if mode not in ("min", "max"):
             raise ValueError(f"rules.overtraining.mode: expected 'min' or 'max', got {mode!r}")
         self.monitor, self.mode, self.patience, self.min_delta = monitor, mode, patience, min_delta

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-import statistics
 from collections import deque
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 
@@ -19,8 +19,9 @@ log = logging.getLogger("bincount.rules")
 class _Timed(Rule, StepTimer):
     """A rule that sees every training step's timing, with a window of the last ``window``."""
 
-    def __init__(self, window: int, rules_file: str | Path | None, stop_training: bool) -> None:
-        super().__init__(rules_file, stop_training)
+    def __init__(self, *, window: int, rules_file: str | Path | None,
+                 stop_training: bool) -> None:
+        super().__init__(rules_file=rules_file, stop_training=stop_training)
         self.window = window
         self.clock = StepClock()
         self.steps: deque[StepTime] = deque(maxlen=window)
@@ -41,9 +42,9 @@ class DataLoaderBound(_Timed):
 
     name = "DataLoaderBound"
 
-    def __init__(self, threshold: float = 0.5, window: int = 50,
-                 rules_file: str | Path | None = None, stop_training: bool = False) -> None:
-        super().__init__(window, rules_file, stop_training)
+    def __init__(self, *, threshold: float, window: int, rules_file: str | Path | None,
+                 stop_training: bool) -> None:
+        super().__init__(window=window, rules_file=rules_file, stop_training=stop_training)
         self.threshold = threshold
 
     def after_step(self, trainer: pl.Trainer, step: StepTime) -> None:
@@ -87,9 +88,9 @@ class LowGPUUtilization(_Timed):
 
     name = "LowGPUUtilization"
 
-    def __init__(self, threshold_p95: float = 70.0, window: int = 100,
-                 rules_file: str | Path | None = None, stop_training: bool = False) -> None:
-        super().__init__(window, rules_file, stop_training)
+    def __init__(self, *, threshold_p95: float, window: int, rules_file: str | Path | None,
+                 stop_training: bool) -> None:
+        super().__init__(window=window, rules_file=rules_file, stop_training=stop_training)
         self.threshold_p95 = threshold_p95
         self.samples: deque[float] = deque(maxlen=window)
         self.active = False
@@ -111,17 +112,16 @@ class LowGPUUtilization(_Timed):
         self.log_scalars(trainer, {"gpu_utilization_percent": value})
         if self.fired or len(self.samples) < self.window:
             return
-        ordered = sorted(self.samples)
-        p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+        p5, p50, p95 = (float(v) for v in np.percentile(self.samples, [5, 50, 95]))
         if self.decide(trainer, p95 < self.threshold_p95):
             wait = sum(s.wait for s in self.steps)
             total = wait + sum(s.compute for s in self.steps)
+            n = len(self.samples)
             self.fire(
                 trainer,
-                f"GPU utilization p95 is {p95:.0f}% over the last {len(ordered)} steps "
+                f"GPU utilization p95 is {p95:.0f}% over the last {n} steps "
                 f"(threshold {self.threshold_p95:.0f}%); "
                 f"{wait / total if total else 0:.0%} of the step time was data wait",
-                {"p5": ordered[int(0.05 * len(ordered))], "p50": statistics.median(ordered),
-                 "p95": p95, "threshold_p95": self.threshold_p95, "window_steps": len(ordered),
-                 "data_wait_fraction": wait / total if total else 0.0},
+                {"p5": p5, "p50": p50, "p95": p95, "threshold_p95": self.threshold_p95,
+                 "window_steps": n, "data_wait_fraction": wait / total if total else 0.0},
             )

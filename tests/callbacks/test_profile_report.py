@@ -1,5 +1,6 @@
 """profile_report.md/.html after every run (callbacks=default) and the profilers (conf/profiler):
-the report's figures agree with the run that wrote it."""
+the report's figures agree with the run that wrote it (real tiny fits: slow), its step table
+and outliers with the steps it was given."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from bincount.callbacks.profile_report import ProfileReport, step_outliers
+from bincount.callbacks.profile_report import step_outliers
 from bincount.callbacks.rules.timing import StepTime
 from bincount.train import train
 
@@ -34,6 +35,7 @@ def number(text: str) -> float:
     return float(re.match(r"[-0-9.]+", text).group(0))  # type: ignore[union-attr]
 
 
+@pytest.mark.slow
 def test_the_report_agrees_with_the_run(make_cfg: MakeCfg) -> None:
     # 48 training images in batches of 8, 2 epochs; lr=100 so that a rule fires too.
     cfg = make_cfg("profiler=simple", "model.optimizer.lr=100",
@@ -81,9 +83,10 @@ class SlowStep(pl.Callback):
             time.sleep(self.seconds)
 
 
+@pytest.mark.slow
 def test_a_slow_step_is_listed_as_an_outlier(make_cfg: MakeCfg, tmp_path: Path) -> None:
-    cfg = make_cfg("trainer.max_epochs=1")
-    report = ProfileReport(output_dir=tmp_path / "report", rules_file=None)
+    cfg = make_cfg("trainer.max_epochs=1", "~rules")
+    report = instantiate(cfg.callbacks.profile_report, output_dir=tmp_path / "report")
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=[report, SlowStep(3, 2.0)],
                                       logger=False, enable_checkpointing=False)
     pl.seed_everything(0)
@@ -105,6 +108,21 @@ def test_outliers_are_steps_slower_than_median_plus_k_mad() -> None:
     assert (median, limit) == (pytest.approx(0.10), pytest.approx(0.15))
     assert [s.step for s in outliers] == [6]
     assert [s.step for s in step_outliers(steps, k=0.5)[2]] == [1, 4, 6]
+
+
+def test_the_step_table_has_numpy_percentiles_and_the_slowest_outliers(
+    cfg: DictConfig, tmp_path: Path
+) -> None:
+    report = instantiate(cfg.callbacks.profile_report, output_dir=tmp_path, max_outliers=2)
+    compute = [0.001 * t for t in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)] + [0.05, 0.09, 0.07]
+    report.steps = [StepTime(0, i, 0.002, t, 8) for i, t in enumerate(compute)]
+    text = "\n".join(report._step_section())
+    # min, p50, p90, p99, max, mean in ms (numpy's linear percentiles)
+    assert row(text, "compute (ms)") == "1.0 | 7.0 | 66.0 | 87.6 | 90.0 | 20.4"
+    assert row(text, "wait (ms)") == " | ".join(["2.0"] * 6)
+    assert "3 of 13 steps" in text
+    listed = re.findall(r"^\| (\d+) \| 0 \| ([0-9.]+) \|", text, re.MULTILINE)
+    assert listed == [("11", "90.0"), ("12", "70.0")]  # the slowest two of three
 
 
 @pytest.mark.parametrize("name", ["simple", "advanced", "pytorch"])
