@@ -1,11 +1,11 @@
 """Preprocessed image cache: every photo decoded once, stored as uint8, read by memory map.
 
-Per split, ``<split>.u8`` holds the photos back to back as CHW uint8 arrays, resized so their
-short side is the training resolution (aspect ratio kept: the square resize of the training
-transform still happens on load), and ``<split>.json`` indexes them (id, count, offset, shape).
-The index records a key (the manifest's SHA-256 and the resize settings); a split whose key
-differs from the wanted one is rebuilt. The index is renamed into place last, so a killed build
-leaves no index that points into a half-written file.
+Per split, ``<split>.u8`` holds the photos back to back as CHW uint8 arrays, resized to the
+training size's square (as the transforms' Resize does, so training needs no resize per epoch),
+and ``<split>.json`` indexes them (id, count, offset, shape). The index records a key (the
+manifest's SHA-256 and the resize settings); a split whose key differs from the wanted one is
+rebuilt. The index is renamed into place last, so a killed build leaves no index that points
+into a half-written file.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from bincount.data.dataset import UNREADABLE, load_rgb, seeded_transform
 from bincount.data.splits import MANIFEST, SPLITS, file_checksum, load_manifest, split_ids
 from bincount.files import atomic_path, write_json_atomic
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: square images at the training size (1: short side only)
 INTERPOLATION = InterpolationMode.BILINEAR  # what the training transforms' Resize uses
 
 
@@ -45,16 +45,18 @@ def cache_key(manifest_path: Path, image_size: int) -> dict[str, Any]:
     return {
         "format": CACHE_FORMAT,
         "manifest_sha256": file_checksum(manifest_path),
-        "short_side": int(image_size),
+        "size": [int(image_size), int(image_size)],
         "interpolation": INTERPOLATION.value,
         "antialias": True,
     }
 
 
 def load_resized(path: Path, image_size: int) -> torch.Tensor:
-    """Decode a photo the way BinImageDataset does, resize its short side: uint8 CHW."""
+    """Decode a photo the way BinImageDataset does, resize it to the training square: uint8 CHW
+    (the same tensor as ``transforms.resize_transform`` makes of the file)."""
     image = F.pil_to_tensor(load_rgb(path))
-    return F.resize(image, [int(image_size)], interpolation=INTERPOLATION, antialias=True)
+    size = [int(image_size), int(image_size)]
+    return F.resize(image, size, interpolation=INTERPOLATION, antialias=True)
 
 
 def _read_index(path: Path) -> dict[str, Any] | None:
@@ -139,6 +141,16 @@ def _ordered(
         yield future.result()
 
 
+def cache_ready(data_dir: Path, cache_dir: Path, image_size: int) -> bool:
+    """Whether every split's cache exists and is current for the manifest and ``image_size``."""
+    manifest_path = Path(data_dir) / MANIFEST
+    if not manifest_path.is_file():
+        return False
+    key = cache_key(manifest_path, image_size)
+    location = cache_location(cache_dir, data_dir)
+    return all(_is_current(location, split, key) for split in SPLITS)
+
+
 def ensure_cache(
     data_dir: Path,
     cache_dir: Path,
@@ -174,12 +186,12 @@ def ensure_cache(
 
 
 class CachedBinDataset(Dataset):
-    """One split of the cache; items match BinImageDataset's: ``{"image", "label", "id"}``.
+    """One split of the cache; items match BinImageDataset's: ``{"image", "label", "id", "index"}``.
 
-    ``transform`` receives the cached uint8 CHW tensor (the same transforms as for JPEGs work:
-    their ToImage wraps it, their Resize makes it square). As in BinImageDataset, with a ``seed``
-    the random transform of item i in epoch e (``self.epoch``, set by the sampler) is seeded by
-    (seed, e, i).
+    ``transform`` receives the cached uint8 CHW tensor, square at the training size (the same
+    transforms as for JPEGs work; None hands it on as is, for the batched path). As in
+    BinImageDataset, with a ``seed`` the random transform of item i in epoch e (``self.epoch``,
+    set by the sampler) is seeded by (seed, e, i).
     """
 
     def __init__(
@@ -227,4 +239,5 @@ class CachedBinDataset(Dataset):
         image = self.raw(index)
         if self.transform is not None:
             image = seeded_transform(self.transform, image, self.seed, self.epoch, index)
-        return {"image": image, "label": self.class_of[self.counts[index]], "id": self.ids[index]}
+        return {"image": image, "label": self.class_of[self.counts[index]], "id": self.ids[index],
+                "index": index}

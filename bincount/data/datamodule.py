@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from bincount.data.abid import FILE_LIST, IMAGES, DataError
-from bincount.data.cache import CachedBinDataset, cache_location, ensure_cache
+from bincount.data.cache import CachedBinDataset, cache_location, cache_ready, ensure_cache
 from bincount.data.dataset import BinImageDataset, EpochSampler, collate_bins
 from bincount.data.splits import (
     MANIFEST,
@@ -22,8 +23,20 @@ from bincount.data.splits import (
     load_manifest,
     split_ids,
 )
-from bincount.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
+from bincount.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    augment_batch,
+    draw_params,
+    eval_transform,
+    normalize_batch,
+    resize_transform,
+    train_transform,
+)
 from bincount.errors import expect_bool, expect_int
+
+AUGMENT = ("device", "cpu")
+MAX_AUTO_WORKERS = 8
 
 
 class DataNotFoundError(DataError):
@@ -35,7 +48,13 @@ class BinDataModule(pl.LightningDataModule):
 
     With ``synthetic`` set (``per_class``, ``image_size``, ``seed``), ``prepare_data`` first renders
     a synthetic set in the same layout, so both kinds of data take the same path from here on.
-    With ``cache``, images are decoded once into a memory-mapped cache under ``cache_dir``.
+    With ``cache`` true, images are decoded once into a memory-mapped cache under ``cache_dir``;
+    with None (unset) the cache is read when it exists and is current, the JPEGs otherwise.
+
+    ``augment=device``: loaders hand on uint8 batches at the training size and
+    :meth:`on_after_batch_transfer` augments (training, seeded by (shuffle_seed, epoch, image))
+    and normalizes them whole, on the device. ``augment=cpu``: the per-image torchvision
+    transforms, in the loader.
     """
 
     def __init__(
@@ -44,21 +63,26 @@ class BinDataModule(pl.LightningDataModule):
         counts: Sequence[int],
         image_size: int,
         batch_size: int,
-        num_workers: int,
+        num_workers: int | str,
         splits: Sequence[float],
         seed: int,
         shuffle_seed: int,
         overwrite_splits: bool,
         synthetic: dict[str, Any] | None,
-        cache: bool,
+        cache: bool | None,
         cache_dir: str | Path | None,
+        augment: str,
     ) -> None:
         """The arguments are the ``data`` config (``conf/data/abid.yaml``), its one source."""
         super().__init__()
         for key, value, least in (("batch_size", batch_size, 1), ("image_size", image_size, 1),
-                                  ("num_workers", num_workers, 0), ("seed", seed, 0),
-                                  ("shuffle_seed", shuffle_seed, 0)):
+                                  ("seed", seed, 0), ("shuffle_seed", shuffle_seed, 0)):
             expect_int(f"data.{key}", value, least)
+        if num_workers != "auto":
+            expect_int("data.num_workers", num_workers, 0)
+        if augment not in AUGMENT:
+            raise DataError(f"data.augment: expected one of {', '.join(AUGMENT)}, got "
+                            f"{augment!r}")
         if isinstance(counts, str) or not isinstance(counts, Sequence) or not counts:
             raise DataError(f"data.counts: expected a list of item counts, got {counts!r}")
         for n, count in enumerate(counts):
@@ -67,8 +91,9 @@ class BinDataModule(pl.LightningDataModule):
             raise DataError(f"data.counts: expected distinct item counts, got {list(counts)}")
         check_ratios(splits, "data.splits")
         expect_bool("data.overwrite_splits", overwrite_splits)
-        expect_bool("data.cache", cache)
-        if cache and not cache_dir:
+        if cache is not None:
+            expect_bool("data.cache", cache)
+        if cache is True and not cache_dir:
             raise DataError(f"data.cache_dir: expected a directory (data.cache=true), got "
                             f"{cache_dir!r}")
         self.save_hyperparameters(logger=False)
@@ -100,28 +125,50 @@ class BinDataModule(pl.LightningDataModule):
             self.hparams.seed,
             overwrite=self.hparams.overwrite_splits,
         )
-        if self.hparams.cache:
+        if self.hparams.cache is True:
             ensure_cache(
                 self.data_dir,
                 self._cache_dir(),
                 self.hparams.image_size,
-                workers=max(1, self.hparams.num_workers),
+                workers=max(1, self._workers()),
                 progress=False,
             )
 
     def _cache_dir(self) -> Path:
         return Path(self.hparams.cache_dir)
 
+    def uses_cache(self) -> bool:
+        """True: the cache; None: the cache when it is current for these settings."""
+        cache = self.hparams.cache
+        if cache is None:
+            return bool(self.hparams.cache_dir) and cache_ready(
+                self.data_dir, self._cache_dir(), self.hparams.image_size)
+        return bool(cache)
+
+    def _workers(self) -> int:
+        """``num_workers``; ``auto``: this process's CPUs (per device) less one, at most 8."""
+        workers = self.hparams.num_workers
+        if workers != "auto":
+            return int(workers)
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        per_process = (cpus or 1) // max(1, self.trainer.world_size if self.trainer else 1)
+        return max(0, min(MAX_AUTO_WORKERS, per_process - 1))
+
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
         manifest = load_manifest(self.data_dir / MANIFEST)
+        cached = self.uses_cache()
         for split in SPLITS:
-            transform = (train_transform if split == "train" else eval_transform)(
-                self.hparams.image_size, self.mean, self.std
-            )
             seed = self.hparams.shuffle_seed if split == "train" else None
-            if self.hparams.cache:
+            if self.hparams.augment == "device":  # uint8 at the training size, nothing random
+                seed = None
+                transform = None if cached else resize_transform(self.hparams.image_size)
+            else:
+                transform = (train_transform if split == "train" else eval_transform)(
+                    self.hparams.image_size, self.mean, self.std
+                )
+            if cached:
                 location = cache_location(self._cache_dir(), self.data_dir)
                 dataset = CachedBinDataset(location, split, transform, self.counts, seed)
             else:
@@ -147,8 +194,21 @@ class BinDataModule(pl.LightningDataModule):
             )
         return [item for item in items if item[0] not in missing]
 
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """``augment=device``: augment (training) and normalize the uint8 batch on its device."""
+        if self.hparams.augment != "device" or not isinstance(batch, dict):
+            return batch
+        images = batch["image"]
+        if self.trainer is not None and self.trainer.training:
+            epoch = self.datasets["train"].epoch  # the sampler's: the epoch it shuffled for
+            params = draw_params(self.hparams.shuffle_seed, epoch, batch["index"])
+            images = augment_batch(images, params, self.mean, self.std)
+        else:
+            images = normalize_batch(images, self.mean, self.std)
+        return {**batch, "image": images}
+
     def _loader(self, split: str, sampler: EpochSampler | None = None) -> DataLoader:
-        workers, batch_size = self.hparams.num_workers, self.hparams.batch_size
+        workers, batch_size = self._workers(), self.hparams.batch_size
         return DataLoader(
             self.datasets[split],
             batch_size=batch_size,
@@ -156,8 +216,9 @@ class BinDataModule(pl.LightningDataModule):
             # A last training batch of one image would break BatchNorm: drop the remainder.
             drop_last=sampler is not None and len(sampler) > batch_size,
             num_workers=workers,
-            # Not persistent: fresh workers each epoch see the dataset's current epoch.
-            persistent_workers=False,
+            # With per-image augmentation, fresh workers each epoch see the dataset's current
+            # epoch; the batched path draws in the main process, so its workers may persist.
+            persistent_workers=workers > 0 and self.hparams.augment == "device",
             collate_fn=collate_bins,
             pin_memory=torch.cuda.is_available(),
         )

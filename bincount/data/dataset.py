@@ -25,10 +25,10 @@ def load_rgb(path: Path) -> Image.Image:
 class BinImageDataset(Dataset):
     """``(image_id, count)`` pairs read from ``<images_dir>/<id>.jpg``.
 
-    Items are dicts ``{"image": tensor, "label": class index, "id": str}``; the class index
-    of a count is its position in ``counts``. With a ``seed``, the random transform of item i in
-    epoch e is seeded by (seed, e, i): it does not depend on when or in which worker it runs;
-    without one (evaluation) it draws from torch's global generator.
+    Items are dicts ``{"image": tensor, "label": class index, "id": str, "index": int}``; the
+    class index of a count is its position in ``counts``. With a ``seed``, the random transform
+    of item i in epoch e is seeded by (seed, e, i): it does not depend on when or in which worker
+    it runs; without one (evaluation) it draws from torch's global generator.
     """
 
     def __init__(
@@ -63,6 +63,7 @@ class BinImageDataset(Dataset):
             "image": self._transform(image, index),
             "label": self.class_of[count],
             "id": image_id,
+            "index": index,
         }
 
     def _transform(self, image: Image.Image, index: int) -> torch.Tensor:
@@ -93,14 +94,18 @@ class EpochSampler(DistributedSampler):
 
 
 def collate_bins(batch: list[dict[str, Any] | None]) -> dict[str, Any]:
-    """Stack the readable items; ``skipped`` counts the unreadable ones in this batch."""
+    """Stack the readable items; ``skipped`` counts the unreadable ones in this batch; ``index``
+    (the items' dataset positions, which seed their augmentation) stays a list: it is not moved
+    to the device."""
     good = [item for item in batch if item is not None]
     skipped = len(batch) - len(good)
     if not good:
         return {
-            "image": torch.empty(0),
+            "image": torch.empty(0, dtype=torch.uint8),
             "label": torch.empty(0, dtype=torch.long),
             "id": [],
+            "index": [],
             "skipped": skipped,
         }
-    return {**default_collate(good), "skipped": skipped}
+    index = [item.pop("index") for item in good]
+    return {**default_collate(good), "index": index, "skipped": skipped}

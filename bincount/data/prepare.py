@@ -186,7 +186,7 @@ def _prepare(p: PrepareSettings) -> int:
         from bincount.data.cache import ensure_cache
 
         location = ensure_cache(data_dir, p.cache_dir, p.image_size, p.cache_workers, p.progress)
-        print(f"Preprocessed cache ({p.image_size} px short side): {location}", flush=True)
+        print(f"Preprocessed cache ({p.image_size} px square): {location}", flush=True)
     return 1 if failed else 0
 
 

@@ -23,9 +23,22 @@ OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 
 
+def mixed_precision() -> str:
+    """``trainer=gpu``'s precision: bf16-mixed where the GPU has bfloat16 (Ampere and later: no
+    loss scaling, fp32's range), 16-mixed (with loss scaling) on older GPUs such as the T4."""
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False):
+        return "bf16-mixed"
+    return "16-mixed"
+
+
 class CountModule(pl.LightningModule):
     """Settings come from conf/model/ (the one source of their defaults); ``optimizer`` and
-    ``scheduler`` are Hydra partials, absent when a checkpoint is loaded for evaluation."""
+    ``scheduler`` are Hydra partials, absent when a checkpoint is loaded for evaluation.
+
+    ``channels_last``: on a CUDA device the net and its inputs use NHWC (what tensor cores
+    want; no effect on the CPU). ``compile``: the net's forward runs through ``torch.compile``
+    (the exported weights and checkpoints are the plain net's).
+    """
 
     def __init__(
         self,
@@ -35,12 +48,16 @@ class CountModule(pl.LightningModule):
         freeze_backbone: bool,
         counts: Sequence[int],
         image_size: int,
+        channels_last: bool,
+        compile: bool,
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
     ) -> None:
         super().__init__()
         expect_bool("model.pretrained", pretrained)
         expect_bool("model.freeze_backbone", freeze_backbone)
+        expect_bool("model.channels_last", channels_last)
+        expect_bool("model.compile", compile)
         # Hydra's _partial_ factories cannot be pickled, so they stay out of the checkpoint;
         # a module loaded for evaluation needs none.
         self.save_hyperparameters(logger=False, ignore=["optimizer", "scheduler"])
@@ -55,9 +72,19 @@ class CountModule(pl.LightningModule):
             {f"{split}_metrics": CountMetrics(self.counts, split) for split in SPLITS}
         )
         self.val_batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        # Kept out of the module's children: state dicts hold the plain net's keys only.
+        self.__dict__["_compiled"] = None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(images)
+        if self.hparams.channels_last and images.is_cuda:
+            if not self.net.conv1.weight.is_contiguous(memory_format=torch.channels_last):
+                self.net.to(memory_format=torch.channels_last)  # in place: optimizers keep it
+            images = images.contiguous(memory_format=torch.channels_last)
+        if not self.hparams.compile:
+            return self.net(images)
+        if self.__dict__["_compiled"] is None:
+            self.__dict__["_compiled"] = torch.compile(self.net)
+        return self.__dict__["_compiled"](images)
 
     def spec(self) -> ModelSpec:
         """What serving needs to rebuild and feed this net."""

@@ -14,7 +14,7 @@ from bincount.data.abid import DataError, read_metadata, write_file_list
 from bincount.data.cache import CachedBinDataset, ensure_cache
 from bincount.data.dataset import BinImageDataset
 from bincount.data.splits import SPLITS, ensure_manifest, load_manifest, split_ids
-from bincount.data.transforms import eval_transform, train_transform
+from bincount.data.transforms import eval_transform, resize_transform, train_transform
 
 SIZE = 64
 COUNTS = (1, 2, 3, 4, 5)
@@ -49,14 +49,16 @@ def test_cached_items_match_the_jpeg_loader(data_dir: Path, tmp_path: Path) -> N
             assert (a["id"], a["label"]) == (b["id"], b["label"]) and isinstance(b["id"], str)
             assert a["image"].shape == b["image"].shape == (3, SIZE, SIZE)
             assert b["image"].dtype == torch.float32
-            # Resized twice (short side, then square) instead of once: rounding only.
-            difference = (a["image"] - b["image"]).abs()
-            assert difference.mean() < 0.03 and difference.max() < 0.8
-    # Another photo differs by far more than that rounding.
-    other = (cached[0]["image"] - cached[1]["image"]).abs().mean()
-    assert other > 0.2
+            # Cached at the training square: the very tensor the JPEG path makes.
+            assert torch.equal(a["image"], b["image"])
+    assert not torch.equal(cached[0]["image"], cached[1]["image"])
     raw = cached.raw(0)
-    assert raw.dtype == torch.uint8 and min(raw.shape[1:]) == SIZE
+    assert raw.dtype == torch.uint8 and raw.shape == (3, SIZE, SIZE)
+    # The batched path's uint8 input: the same as resizing the JPEG, with no transform at all.
+    jpeg = BinImageDataset(split_ids(manifest, "val"), data_dir / "images",
+                           resize_transform(SIZE), COUNTS)
+    assert torch.equal(CachedBinDataset(location, "val", None, COUNTS)[0]["image"],
+                       jpeg[0]["image"])
 
 
 def test_the_cache_is_reused_and_rebuilt_when_manifest_or_size_change(
@@ -72,7 +74,7 @@ def test_the_cache_is_reused_and_rebuilt_when_manifest_or_size_change(
     killed = location / ".train.u8.x1y2z3.tmp"  # the partial file of a killed build
     killed.write_bytes(b"partial")
     ensure_cache(data_dir, cache, 48, workers=1, progress=False)
-    assert json.loads(index.read_text())["key"]["short_side"] == 48
+    assert json.loads(index.read_text())["key"]["size"] == [48, 48]
     assert not killed.exists()
     assert min(CachedBinDataset(location, "train", None, COUNTS).raw(0).shape[1:]) == 48
 

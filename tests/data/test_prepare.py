@@ -253,7 +253,7 @@ def test_prepare_data_builds_the_cache_training_reads(
     cfg = prepare_cfg(make_cfg, tmp_path, bucket.url, labels, "prepare.cache=true",
                       "data.image_size=48")
     assert prepare_data(cfg) == 0
-    assert "Preprocessed cache (48 px short side)" in capsys.readouterr().out
+    assert "Preprocessed cache (48 px square)" in capsys.readouterr().out
     # What the DataModule does with data.cache=true: the same cache, not rebuilt.
     data = tmp_path / "abid"
     location = ensure_cache(data, cfg.paths.cache_dir, 48, 1, False)

@@ -147,3 +147,11 @@ def test_bad_parameters_are_named(tmp_path: Path, override: dict, message: str) 
         render_synthetic(tmp_path / "set", **{**SMALL, **override})
     assert message in str(err.value)
     assert not (tmp_path / "set").exists()
+
+
+def test_bins_are_saved_at_the_training_size(tmp_path: Path) -> None:
+    out = render_synthetic(tmp_path / "set", **{**SMALL, "per_class": 1, "save_size": 32})
+    sizes = {Image.open(p).size for p in (out / "images").glob("*.jpg")}
+    assert sizes == {(32, 32)}
+    assert json.loads((out / MARKER).read_text())["save_size"] == 32
+    assert render_synthetic(out, **{**SMALL, "per_class": 1, "save_size": 32}) == out

@@ -42,7 +42,7 @@ def test_missing_weights_name_the_file_and_the_ways_out(tmp_path: Path, monkeypa
 
 def test_frozen_backbone_trains_only_the_head() -> None:
     module = CountModule(arch="resnet18", pretrained=False, freeze_backbone=True,
-                         counts=[1, 2, 3], image_size=32)
+                         counts=[1, 2, 3], image_size=32, channels_last=False, compile=False)
     trainable = {n for n, p in module.named_parameters() if p.requires_grad}
     assert trainable == {"net.fc.weight", "net.fc.bias"}
 

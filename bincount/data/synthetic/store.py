@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from bincount.data.abid import FILE_LIST, IMAGES, METADATA, DataError, write_file_list
 from bincount.data.synthetic.render import render_bin
@@ -29,19 +30,26 @@ ID_WIDTH = 6
 
 
 def render_synthetic(
-    out_dir: str | Path, *, per_class: int, image_size: int, seed: int, counts: Sequence[int]
+    out_dir: str | Path,
+    *,
+    per_class: int,
+    image_size: int,
+    seed: int,
+    counts: Sequence[int],
+    save_size: int | None = None,
 ) -> Path:
     """Render ``per_class`` bins for every count into ``out_dir`` (ABID layout) and return it.
 
-    The arguments are ``data.synthetic`` (``per_class``, ``image_size``, ``seed``) and
-    ``data.counts`` of the config.
+    The arguments are ``data.synthetic`` (``per_class``, ``image_size``, ``seed``,
+    ``save_size``) and ``data.counts`` of the config. Bins are drawn at ``image_size`` and saved
+    at ``save_size`` (the training size: nothing to resize per epoch; None: as drawn).
 
     A set already there with the same parameters (see ``synthetic.json``) is kept as is. The set
     is rendered into a temporary sibling and renamed into place, so an interrupted render never
     leaves a partial set in ``out_dir``.
     """
     out_dir = Path(out_dir)
-    params = _check_params(per_class, image_size, seed, counts)
+    params = _check_params(per_class, image_size, seed, counts, save_size)
     marker = out_dir / MARKER
     if out_dir.exists():
         made = _read_marker(marker)
@@ -65,7 +73,7 @@ def render_synthetic(
 
 
 def _check_params(
-    per_class: int, image_size: int, seed: int, counts: Sequence[int]
+    per_class: int, image_size: int, seed: int, counts: Sequence[int], save_size: int | None
 ) -> dict[str, Any]:
     """The set's parameters as its marker records them; a bad one is named by its config key."""
     counts = [expect_int(f"data.counts[{n}]", c, 1) for n, c in enumerate(counts)]
@@ -79,6 +87,8 @@ def _check_params(
         "image_size": expect_int("data.synthetic.image_size", image_size, 32),
         "seed": expect_int("data.synthetic.seed", seed, 0),
         "counts": counts,
+        "save_size": image_size if save_size is None
+        else expect_int("data.synthetic.save_size", save_size, 8),
     }
 
 
@@ -136,6 +146,9 @@ def _render_set(root: Path, params: dict[str, Any]) -> None:
             image_id = f"{number:0{ID_WIDTH}d}"
             rng = np.random.default_rng([params["seed"], count, index])
             image, metadata = render_bin(count, params["image_size"], rng)
+            if params["save_size"] != params["image_size"]:
+                side = params["save_size"]
+                image = image.resize((side, side), Image.Resampling.BILINEAR)
             quality = int(rng.integers(60, 92))
             image.save(root / IMAGES / f"{image_id}.jpg", "JPEG", quality=quality)
             (root / METADATA / f"{image_id}.json").write_text(json.dumps(metadata))
