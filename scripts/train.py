@@ -5,13 +5,19 @@ import sys
 from omegaconf import DictConfig
 
 from bincount.cli import hydra_main, run
-from bincount.launchers import launch
 from bincount.launchers.container import container_argv
 
 
 @hydra_main("train")
 def main(cfg: DictConfig) -> object:
-    return run(launch, cfg)
+    if cfg.launcher.name == "sagemaker":
+        # Submit a SageMaker training job that runs this script on the same config.
+        from bincount.launchers.sagemaker import run_job
+
+        return run(run_job, cfg)
+    from bincount.train import train  # train here, on this machine's CPU or GPU(s)
+
+    return run(train, cfg)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,9 @@
-"""Launchers: where ``train(cfg)`` runs. ``launch(cfg)`` builds the one the config selects."""
+"""Where ``train(cfg)`` runs: in this process (``bincount.train.train``), or in a SageMaker
+training job (``sagemaker.run_job``); ``scripts/train.py`` chooses by ``launcher.name``.
 
-from __future__ import annotations
-
-from typing import Any
-
-from hydra.utils import instantiate
-from omegaconf import DictConfig
-
-
-def launch(cfg: DictConfig) -> Any:
-    return instantiate(cfg.launcher).run(cfg)
+``container`` is the job's side (SageMaker's arguments -> Hydra overrides); the rest submits:
+``settings`` (checked ``cfg.launcher``), ``capacity`` (instance type, image, quota),
+``hyperparameters`` (overrides -> hyperparameters), ``bundle`` (the staged source),
+``estimator`` and ``debugger`` (the SDK's PyTorch estimator), ``results`` (model and metrics
+of a finished job).
+"""

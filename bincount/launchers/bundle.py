@@ -1,11 +1,11 @@
-"""The source bundle a SageMaker training job runs: the package, conf/, scripts/ and the
-container's ``requirements.txt``, copied from this checkout into a staging directory.
+"""The source bundle a SageMaker training job runs: the package, conf/, the entry script and the
+container's ``requirements.txt``, copied from the checkout into a staging directory.
 
-Only those three trees go in (and from them only source and config files), so the virtual
-environment, data, logs and outputs never do. ``requirements.txt`` lists the project's runtime
-dependencies except those the SageMaker PyTorch training image provides (torch, torchvision)
-and those the training does not use; the toolkit in the image pip-installs it before the entry
-point starts.
+Only ``bincount/``, ``conf/`` and ``scripts/train.py`` go in (and from the trees only source and
+config files), so tests, benchmark scripts, the virtual environment, data, logs and outputs never
+do. ``requirements.txt`` lists the project's runtime dependencies except those the SageMaker
+PyTorch training image provides (torch, torchvision) and those the training does not use; the
+toolkit in the image pip-installs it before the entry point starts.
 """
 
 from __future__ import annotations
@@ -16,14 +16,16 @@ from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, requires
 from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-import bincount
 from bincount.errors import BincountError
 
 PACKAGE = "bincount"
-TREES = (PACKAGE, "conf", "scripts")
+TREES = (PACKAGE, "conf")
+ENTRY_POINT = "scripts/train.py"  # the job's entry point: the script that trains here
 REQUIREMENTS = "requirements.txt"
 # The training image provides these; installing them again would replace its CUDA build.
 IMAGE_PROVIDES = ("torch", "torchvision")
@@ -39,24 +41,28 @@ class Bundle:
     size: int  # bytes, uncompressed
 
     def describe(self) -> str:
-        parts = [f"{t}/" for t in TREES] + ([REQUIREMENTS] if self.has_requirements else [])
+        parts = [f"{t}/" for t in TREES] + [ENTRY_POINT]
+        parts += [REQUIREMENTS] if REQUIREMENTS in self.files else []
         return (f"source bundle: {len(self.files)} files, {self.size / 1024:.0f} KiB "
                 f"({', '.join(parts)})")
 
-    @property
-    def has_requirements(self) -> bool:
-        return REQUIREMENTS in self.files
 
-
-def project_root() -> Path:
-    """The checkout holding the package, conf/ and scripts/ (an editable install)."""
-    root = Path(bincount.__file__).resolve().parents[1]
-    missing = [t for t in TREES if not (root / t).is_dir()]
+def source_root(cfg: DictConfig) -> Path:
+    """The checkout whose code and configs the job runs: the directory above the ``conf/`` this
+    run was composed from (Hydra's main config source), else ``paths.root_dir``."""
+    root = Path(str(cfg.paths.root_dir))
+    if HydraConfig.initialized():
+        sources = HydraConfig.get().runtime.config_sources
+        root = next((Path(s.path).parent for s in sources
+                     if s.provider == "main" and s.schema == "file"), root)
+    root = root.resolve()
+    missing = [f"{p}/" for p in TREES if not (root / p).is_dir()]
+    missing += [] if (root / ENTRY_POINT).is_file() else [ENTRY_POINT]
     if missing:
         raise BincountError(
-            f"launcher=sagemaker stages the source from a checkout, but {root} has no "
-            f"{', '.join(missing)}/: install the project editable (pip install -e .) and run "
-            "from the checkout"
+            f"launcher=sagemaker stages the source from the checkout, but {root} has no "
+            f"{', '.join(missing)}: run scripts/train.py of a checkout (or set paths.root_dir "
+            "to one)"
         )
     return root
 
@@ -89,20 +95,19 @@ def _wanted(path: Path, tree_root: Path) -> bool:
     return path.is_file() and path.suffix in SUFFIXES
 
 
-def stage_bundle(dest: Path, requirements: list[str] | None, root: Path | None = None) -> Bundle:
-    """Copy the trees into ``dest`` (which must not exist); write ``requirements.txt`` unless
-    ``requirements`` is None (an image that has everything)."""
-    root = root or project_root()
+def stage_bundle(dest: Path, requirements: list[str] | None, root: Path) -> Bundle:
+    """Copy the trees and the entry script of the checkout ``root`` into ``dest`` (which must
+    not exist); write ``requirements.txt`` unless ``requirements`` is None (an image that has
+    everything)."""
     dest = Path(dest)
     dest.mkdir(parents=True)
+    paths = [p for tree in TREES for p in sorted((root / tree).rglob("*")) if _wanted(p, root)]
     files: list[str] = []
-    for tree in TREES:
-        for path in sorted((root / tree).rglob("*")):
-            if _wanted(path, root):
-                rel = path.relative_to(root)
-                (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(path, dest / rel)
-                files.append(rel.as_posix())
+    for path in [*paths, root / ENTRY_POINT]:
+        rel = path.relative_to(root)
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, dest / rel)
+        files.append(rel.as_posix())
     if requirements is not None:
         (dest / REQUIREMENTS).write_text("".join(f"{r}\n" for r in requirements))
         files.append(REQUIREMENTS)

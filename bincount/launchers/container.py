@@ -19,6 +19,7 @@ import os
 from collections.abc import Mapping, Sequence
 
 from bincount.errors import BincountError
+from bincount.overrides import override_key
 
 # Set by the toolkit for the entry point (a JSON dump of the training environment).
 TRAINING_ENV = "SM_TRAINING_ENV"
@@ -50,11 +51,6 @@ def checkpoint_dir(base: str = SAGEMAKER_BASE) -> str:
 
 def tensorboard_dir(base: str = SAGEMAKER_BASE) -> str:
     return f"{base.rstrip('/')}/{TENSORBOARD_SUBDIR}"
-
-
-def override_key(override: str) -> str:
-    """``++a.b=1`` -> ``a.b``; ``~c`` -> ``c``; ``data@x=y`` -> ``data@x``."""
-    return override.split("=", 1)[0].lstrip("+~")
 
 
 def args_to_overrides(args: Sequence[str]) -> list[str]:

@@ -14,6 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from bincount.aws import quiet_sdk
 from bincount.errors import BincountError
 
 KEY = "launcher.debugger"
@@ -28,6 +29,7 @@ def _plain(cfg: DictConfig | Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def _rule_config(name: str, key: str, profiler: bool) -> Any:
+    quiet_sdk()
     from sagemaker.debugger import rule_configs
 
     factory = getattr(rule_configs, name, None)
@@ -54,6 +56,7 @@ def debugger_kwargs(debugger: DictConfig | Mapping[str, Any] | None) -> dict[str
     if not cfg.get("enabled", False):
         return {"debugger_hook_config": False, "disable_profiler": True}
 
+    quiet_sdk()
     from sagemaker.debugger import (
         CollectionConfig,
         DebuggerHookConfig,

@@ -1,5 +1,5 @@
-"""What the SageMaker launcher and container tests share: fake credentials, a SageMaker session
-whose requests are recorded as sent (botocore event hooks), and the launcher settings."""
+"""AWS for tests: fake credentials, moto in-process with one bucket, a SageMaker session whose
+requests are recorded as sent (botocore event hooks), and the launcher settings of a test job."""
 
 from __future__ import annotations
 
@@ -7,14 +7,16 @@ import json
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 from moto import mock_aws
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from bincount.aws import make_session
+from tests.support.paths import ROOT
 
 REGION = "us-east-1"
 BUCKET = "bincount-jobs"
@@ -60,14 +62,27 @@ def recording_session(region: str = REGION) -> tuple[Any, dict[str, dict]]:
     return make_session(boto_session=boto_session), sent
 
 
+def launch_overrides(*settings: str) -> list[str]:
+    """``launcher=sagemaker`` with the test job's role, data and output path, from this
+    checkout (the job's source comes from ``paths.root_dir``), not waiting."""
+    return [f"paths.root_dir={ROOT}", "launcher=sagemaker", f"launcher.role={ROLE}",
+            f"launcher.output_path={OUTPUT}", f"launcher.inputs.train={TRAIN}",
+            "launcher.wait=false", *settings]
+
+
 def launch_cfg(make_cfg: Callable[..., DictConfig], overrides: list[str], *settings: str
                ) -> DictConfig:
     """The config scripts/train.py composes for ``launcher=sagemaker <settings> <overrides>``."""
-    return make_cfg(
-        "launcher=sagemaker", f"launcher.role={ROLE}", f"launcher.output_path={OUTPUT}",
-        f"launcher.inputs.train={TRAIN}", "launcher.wait=false", *settings, *overrides,
-        tiny=False,
-    )
+    return make_cfg(*launch_overrides(*settings), *overrides, tiny=False)
+
+
+def with_settings(cfg: DictConfig, *dotlist: str) -> DictConfig:
+    """``cfg`` with ``key=value`` settings merged in (values parsed as YAML, as on the command
+    line, new keys allowed): one composed config serves many cases."""
+    cfg = cfg.copy()
+    OmegaConf.set_struct(cfg, False)
+    cfg.merge_with_dotlist(list(dotlist))
+    return cfg
 
 
 def decoded(hyperparameters: dict[str, str]) -> dict[str, Any]:
@@ -79,3 +94,16 @@ def decoded(hyperparameters: dict[str, str]) -> dict[str, Any]:
         except ValueError:
             out[key] = value
     return out
+
+
+def hook_config(path: Path, out_dir: Path) -> Path:
+    """A debughookconfig.json as SageMaker writes it for a job with a DebuggerHookConfig."""
+    path.write_text(json.dumps({
+        "LocalPath": str(out_dir),
+        "HookParameters": {"save_interval": "1"},
+        "CollectionConfigurations": [
+            {"CollectionName": "losses", "CollectionParameters": {"save_interval": "1"}},
+            {"CollectionName": "gradients", "CollectionParameters": {"save_interval": "2"}},
+        ],
+    }))
+    return path

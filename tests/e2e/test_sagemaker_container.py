@@ -30,15 +30,12 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from bincount.data.local_s3 import LocalS3
 from bincount.data.splits import ensure_manifest
 from bincount.data.synthetic import render_synthetic
 from bincount.launchers.container import CHECKPOINT_KEY, TENSORBOARD_KEY
 from bincount.launchers.sagemaker import follow, submit
 from bincount.models.export import load_model
-
-from .conftest import ROOT
-from .sagemaker_support import (
+from tests.support.aws import (
     BUCKET,
     REGION,
     fake_credentials,
@@ -46,6 +43,8 @@ from .sagemaker_support import (
     recording_session,
     reset_moto,
 )
+from tests.support.local_s3 import LocalS3
+from tests.support.paths import ROOT
 
 # Tiny training on the ABID-layout channel (data=abid reads paths.data_dir = SM_CHANNEL_TRAIN).
 OVERRIDES = [
@@ -72,7 +71,7 @@ def aws() -> Iterator[LocalS3]:
 def channel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The training channel: synthetic bins in the ABID layout, with their split manifest."""
     data = render_synthetic(tmp_path_factory.mktemp("channel") / "abid", per_class=10,
-                            image_size=48, seed=0)
+                            image_size=48, seed=0, counts=(1, 2, 3, 4, 5))
     ensure_manifest(data, [0.8, 0.1, 0.1], 42)
     return data
 
