@@ -7,15 +7,20 @@ The SageMaker PyTorch inference toolkit imports this file as ``code/inference.py
 without it, stand-ins with the same attributes (``status_code``, ``message``, ``phrase``) are used.
 
 Request limits come from the environment (the endpoint's ``env`` on SageMaker, set from
-``conf/deploy.yaml``; ``conf/serve.yaml`` locally): ``BINCOUNT_MAX_REQUEST_BYTES`` and
-``BINCOUNT_MAX_IMAGE_PIXELS``.
+``conf/limits/default.yaml`` by deploy, serve and predict): ``BINCOUNT_MAX_REQUEST_BYTES``,
+``BINCOUNT_MAX_IMAGE_PIXELS``, ``BINCOUNT_MAX_IMAGE_SIDE``, ``BINCOUNT_MAX_ASPECT_RATIO`` and
+``BINCOUNT_DECODE_SIDE``. They bound the work one request can cause: the size, pixel count,
+longest side and aspect ratio are checked from the image header before any pixel is decoded, and
+a large image is decoded at reduced size (JPEG's DCT scaling, else ``Image.reduce``).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
 import os
+import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -26,8 +31,9 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
+from bincount.data.abid import DataError
 from bincount.data.transforms import eval_transform
-from bincount.models.export import ModelSpec, load_model
+from bincount.models.export import WEIGHTS_FILE, ModelSpec, load_model, load_spec
 
 try:  # inside the SageMaker inference container (or wherever the toolkit is installed)
     from sagemaker_inference.errors import BaseInferenceToolkitError, UnsupportedFormatError
@@ -54,10 +60,16 @@ ACCEPTABLE = (JSON, "application/*", "*/*")
 
 MAX_REQUEST_BYTES_ENV = "BINCOUNT_MAX_REQUEST_BYTES"
 MAX_IMAGE_PIXELS_ENV = "BINCOUNT_MAX_IMAGE_PIXELS"
+MAX_IMAGE_SIDE_ENV = "BINCOUNT_MAX_IMAGE_SIDE"
+MAX_ASPECT_RATIO_ENV = "BINCOUNT_MAX_ASPECT_RATIO"
+DECODE_SIDE_ENV = "BINCOUNT_DECODE_SIDE"
 # Used only where the environment does not set them (a model deployed by hand); serve, deploy
-# and predict set both from conf/limits/default.yaml.
+# and predict set them all from conf/limits/default.yaml (a test proves they are equal).
 FALLBACK_MAX_REQUEST_BYTES = 5 * 1024 * 1024
 FALLBACK_MAX_IMAGE_PIXELS = 40_000_000
+FALLBACK_MAX_IMAGE_SIDE = 16384
+FALLBACK_MAX_ASPECT_RATIO = 10.0
+FALLBACK_DECODE_SIDE = 1024
 
 
 class RequestError(BaseInferenceToolkitError):
@@ -86,31 +98,41 @@ class Limits:
 
     max_request_bytes: int
     max_image_pixels: int
+    max_image_side: int  # the longest side, in pixels
+    max_aspect_ratio: float  # longest side / shortest side
+    decode_side: int  # a larger image is decoded at reduced size, its longest side >= this
 
     @classmethod
     def from_env(cls) -> Limits:
         return cls(
-            max_request_bytes=_env_int(MAX_REQUEST_BYTES_ENV, FALLBACK_MAX_REQUEST_BYTES),
-            max_image_pixels=_env_int(MAX_IMAGE_PIXELS_ENV, FALLBACK_MAX_IMAGE_PIXELS),
+            max_request_bytes=_env_number(MAX_REQUEST_BYTES_ENV, FALLBACK_MAX_REQUEST_BYTES),
+            max_image_pixels=_env_number(MAX_IMAGE_PIXELS_ENV, FALLBACK_MAX_IMAGE_PIXELS),
+            max_image_side=_env_number(MAX_IMAGE_SIDE_ENV, FALLBACK_MAX_IMAGE_SIDE),
+            max_aspect_ratio=_env_number(MAX_ASPECT_RATIO_ENV, FALLBACK_MAX_ASPECT_RATIO, float),
+            decode_side=_env_number(DECODE_SIDE_ENV, FALLBACK_DECODE_SIDE),
         )
 
     def to_env(self) -> dict[str, str]:
         return {
             MAX_REQUEST_BYTES_ENV: str(self.max_request_bytes),
             MAX_IMAGE_PIXELS_ENV: str(self.max_image_pixels),
+            MAX_IMAGE_SIDE_ENV: str(self.max_image_side),
+            MAX_ASPECT_RATIO_ENV: str(self.max_aspect_ratio),
+            DECODE_SIDE_ENV: str(self.decode_side),
         }
 
 
-def _env_int(name: str, fallback: int) -> int:
+def _env_number(name: str, fallback: Any, kind: type = int) -> Any:
     value = os.environ.get(name)
     if value is None:
         return fallback
     try:
-        number = int(value)
+        number = kind(value)
     except ValueError:
         number = 0
-    if number <= 0:
-        raise ValueError(f"environment variable {name} must be a positive integer, got {value!r}")
+    if not number > 0 or not math.isfinite(number):
+        raise ValueError(f"environment variable {name} must be a positive {kind.__name__}, "
+                         f"got {value!r}")
     return number
 
 
@@ -130,11 +152,55 @@ class Model:
 
 
 def model_fn(model_dir: str) -> Model:
-    """Load ``model.json`` + ``model.pt`` (``weights_only=True``) from the model directory."""
+    """Load ``model.json`` + ``model.pt`` (``weights_only=True``) from the model directory.
+
+    A file that is not the weights ``model.json`` describes, or weights that are not all finite,
+    is refused with a one-line :class:`DataError` naming the file.
+    """
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    net, spec = load_model(Path(model_dir), map_location=device)
+    net, spec = load_checked(Path(model_dir), device)
     transform = eval_transform(spec.image_size, spec.mean, spec.std)
     return Model(net=net.to(device), spec=spec, transform=transform, device=device)
+
+
+def load_checked(model_dir: Path, device: torch.device) -> tuple[nn.Module, ModelSpec]:
+    """:func:`load_model`, with every way ``model.pt`` can be wrong said in one line."""
+    weights = model_dir / WEIGHTS_FILE
+    try:
+        net, spec = load_model(model_dir, map_location=device)
+    except DataError:
+        raise
+    except pickle.UnpicklingError as err:  # torch's text would suggest weights_only=False
+        raise DataError(
+            f"{weights} is not a state dict of tensors as torch.save writes it (a damaged file, "
+            "or one holding other objects or code, which are never loaded): export the model "
+            "again with the training run"
+        ) from err
+    except (RuntimeError, OSError, EOFError, ValueError, KeyError, TypeError) as err:
+        reason = " ".join(str(err).split())
+        if len(reason) > 240:
+            reason = reason[:240] + " ..."
+        raise DataError(
+            f"{weights} cannot be loaded as the weights model.json describes "
+            f"({spec_text(model_dir)}): {type(err).__name__}: {reason}"
+        ) from err
+    tensors = {name: t for name, t in net.state_dict().items() if t.is_floating_point()}
+    broken = [name for name, t in tensors.items() if not bool(torch.isfinite(t).all())]
+    if broken:
+        raise DataError(
+            f"{weights}: {len(broken)} of {len(tensors)} weight tensors hold NaN or infinite "
+            f"values (first: {broken[0]}); this model cannot serve: train it again"
+        )
+    return net, spec
+
+
+def spec_text(model_dir: Path) -> str:
+    """What model.json says the net is, in a few words (it was read before the weights)."""
+    try:
+        spec = load_spec(model_dir)
+    except DataError:
+        return "unreadable"
+    return f"arch {spec.arch}, {len(spec.counts)} counts"
 
 
 def media_type(header: str | None) -> str:
@@ -186,23 +252,53 @@ def input_fn(request_body: bytes | bytearray, content_type: str) -> Image.Image:
     return decode_image(bytes(request_body), limits)
 
 
+def check_dimensions(width: int, height: int, limits: Limits) -> None:
+    """Refuse (400) an image whose header promises more work than a request may cause."""
+    longest, shortest = max(width, height), min(width, height)
+    if width * height > limits.max_image_pixels:
+        raise RequestError(
+            HTTPStatus.BAD_REQUEST,
+            f"image is {width}x{height} = {width * height} pixels; the limit is "
+            f"{limits.max_image_pixels} (possible decompression bomb)",
+        )
+    if longest > limits.max_image_side:
+        raise RequestError(
+            HTTPStatus.BAD_REQUEST,
+            f"image is {width}x{height}; the longest side may be at most "
+            f"{limits.max_image_side} pixels",
+        )
+    if shortest < 1 or longest / shortest > limits.max_aspect_ratio:
+        raise RequestError(
+            HTTPStatus.BAD_REQUEST,
+            f"image is {width}x{height}; the aspect ratio (longest / shortest side) may be at "
+            f"most {limits.max_aspect_ratio:g}",
+        )
+
+
+def decode_reduced(image: Image.Image, side: int) -> Image.Image:
+    """The opened image as RGB, decoded at reduced size when its longest side exceeds ``side``
+    (the result's longest side stays >= ``side``); a smaller image is decoded as it is."""
+    width, height = image.size
+    longest = max(width, height)
+    if longest > side:  # JPEG: decode at 1/2, 1/4 or 1/8 scale (no-op for other formats)
+        scale = side / longest
+        image.draft("RGB", (max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale))))
+    rgb = image.convert("RGB")
+    factor = max(rgb.size) // side
+    return rgb.reduce(factor) if factor >= 2 else rgb
+
+
 def decode_image(data: bytes, limits: Limits) -> Image.Image:
-    """Bytes -> RGB image; refuses huge dimensions before decoding any pixel.
+    """Bytes -> RGB image; refuses huge or extreme dimensions before decoding any pixel.
 
     Pillow's own decompression-bomb guard stays on (it raises at 2x ``MAX_IMAGE_PIXELS``);
-    ``limits.max_image_pixels`` is the stricter bound of this endpoint.
+    ``limits`` are the stricter bounds of this endpoint.
     """
     expected = f"expected a {'/'.join(IMAGE_FORMATS)} image"
     try:
         with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as image:
-            width, height = image.size
-            if width * height > limits.max_image_pixels:
-                raise RequestError(
-                    HTTPStatus.BAD_REQUEST,
-                    f"image is {width}x{height} = {width * height} pixels; the limit is "
-                    f"{limits.max_image_pixels} (possible decompression bomb)",
-                )
-            return image.convert("RGB")
+            check_dimensions(*image.size, limits)
+            return decode_reduced(image, limits.decode_side)
     except Image.DecompressionBombError as err:
         raise RequestError(HTTPStatus.BAD_REQUEST, f"decompression bomb refused: {err}") from err
     except UnidentifiedImageError as err:
@@ -227,6 +323,8 @@ def predict_fn(data: Image.Image | Sequence[Image.Image], model: Model) -> list[
 def result(probabilities: Sequence[float], model: Model) -> dict[str, Any]:
     """The response: the most probable count, every count's probability, the model."""
     counts = model.spec.counts
+    if not all(math.isfinite(p) for p in probabilities):  # never NaN/Infinity in the JSON
+        raise ValueError(f"model {model.label} gave non-finite probabilities for this image")
     best = max(range(len(counts)), key=lambda index: probabilities[index])
     return {
         "count": int(counts[best]),
@@ -247,4 +345,4 @@ def output_fn(
         if len(prediction) != 1:
             raise ValueError(f"output_fn serializes one result, got {len(prediction)}")
         prediction = prediction[0]
-    return json.dumps(prediction).encode(), content_type
+    return json.dumps(prediction, allow_nan=False).encode(), content_type

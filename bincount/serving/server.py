@@ -5,14 +5,22 @@ path ``POST /endpoints/<name>/invocations``, so boto3's ``sagemaker-runtime`` cl
 against it) takes one image and answers the JSON of :mod:`bincount.serving.handlers`, which do
 all the decoding, inference and serialization. Bad requests get a 4xx JSON body
 ``{"error": <reason>, "message": <what was wrong>, "status": <code>}``.
+
+One request cannot hold the others hostage: at most ``serve.queue.max_requests`` are admitted
+at once (one more gets 503 with ``Retry-After``), images are decoded on
+``serve.queue.decode_threads`` threads, the body must arrive within ``serve.timeouts.body_s``
+(408) and a request still waiting ``serve.timeouts.request_s`` after its headers is answered 503
+with ``Retry-After`` and costs no more work. A client that hangs up is logged as one 499 line.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from http import HTTPStatus
 from typing import Any
@@ -23,10 +31,12 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from omegaconf import DictConfig
 from PIL import Image
-from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
+from bincount.errors import BincountError
 from bincount.serving import handlers
 from bincount.serving.batching import MicroBatcher
+from bincount.serving.http import DrainingServer, header_timeout_protocol
 from bincount.serving.package import check_model_dir
 from bincount.serving.settings import ServeSettings
 
@@ -41,13 +51,25 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def error_response(status: int, message: str) -> JSONResponse:
+CLIENT_CLOSED = 499  # nginx's "client closed request": logged, never sent
+
+
+class DrainError(BincountError):
+    """SIGTERM's graceful timeout cut requests off: the drain was not clean."""
+
+    exit_code = 1
+
+
+def error_response(status: int, message: str, retry_after_s: int | None = None) -> JSONResponse:
     # x-amzn-ErrorType makes boto3 raise its ModelError (as SageMaker does for a container's
     # error) with this message.
+    headers = {"x-amzn-ErrorType": "ModelError"}
+    if retry_after_s is not None:
+        headers["Retry-After"] = str(retry_after_s)
     return JSONResponse(
         {"error": HTTPStatus(status).phrase, "message": message, "status": status},
         status_code=status,
-        headers={"x-amzn-ErrorType": "ModelError"},
+        headers=headers,
     )
 
 
@@ -66,22 +88,24 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def create_app(settings: ServeSettings) -> FastAPI:
-    """The ASGI app for ``settings.model_dir``. The handlers read the request limits from the
-    environment (as on a SageMaker endpoint), so the settings' limits are exported to this
-    process's environment."""
+    """The ASGI app for ``settings.model_dir``, whose model is loaded here (a bad one stops the
+    caller with a one-line :class:`~bincount.data.abid.DataError`). The handlers read the request
+    limits from the environment (as on a SageMaker endpoint), so the settings' limits are
+    exported to this process's environment. ``app.state.cut_off`` counts the requests a shutdown
+    cancelled."""
     model_dir = settings.model_dir
     check_model_dir(model_dir)
     os.environ.update(settings.limits.to_env())
     threads = settings.torch_threads or usable_cpus()
+    model = handlers.model_fn(str(model_dir))
     state: dict[str, Any] = {}
+    admitted = 0  # requests between admission and answer
 
     def inference_thread_setup() -> None:
         torch.set_num_threads(threads)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        model = await run_in_threadpool(handlers.model_fn, str(model_dir))
-
         def run_batch(images: Sequence[Image.Image]) -> list[dict[str, Any]]:
             return handlers.predict_fn(images, model)
 
@@ -92,9 +116,10 @@ def create_app(settings: ServeSettings) -> FastAPI:
             thread_setup=inference_thread_setup,
         )
         batcher.start()
+        decoder = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
         size = model.spec.image_size
         await batcher.submit(Image.new("RGB", (size, size)))  # warm-up: first request is not slow
-        state.update(model=model, batcher=batcher)
+        state.update(model=model, batcher=batcher, decoder=decoder)
         log.info(
             "model %s loaded from %s; batching %s (max %d, wait %.1f ms), %d torch threads",
             model.label, model_dir, "on" if settings.batching else "off",
@@ -105,9 +130,15 @@ def create_app(settings: ServeSettings) -> FastAPI:
         finally:
             state.clear()
             await batcher.stop()
+            decoder.shutdown(wait=True, cancel_futures=True)
             log.info("stopped")
 
-    app = FastAPI(title="bincount endpoint", lifespan=lifespan)
+    docs = settings.docs
+    app = FastAPI(
+        title="bincount endpoint", lifespan=lifespan, docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None, openapi_url="/openapi.json" if docs else None,
+    )
+    app.state.cut_off = 0
 
     @app.middleware("http")
     async def log_request(
@@ -115,9 +146,10 @@ def create_app(settings: ServeSettings) -> FastAPI:
     ) -> Response:
         start = time.perf_counter()
         response = await call_next(request)
+        note = getattr(request.state, "note", "")
         log.info(
-            "%s %s %d %.1fms", request.method, request.url.path, response.status_code,
-            (time.perf_counter() - start) * 1000,
+            "%s %s %d %.1fms%s", request.method, request.url.path, response.status_code,
+            (time.perf_counter() - start) * 1000, f" {note}" if note else "",
         )
         return response
 
@@ -136,18 +168,52 @@ def create_app(settings: ServeSettings) -> FastAPI:
             return error_response(503, "the model is not loaded")
         return JSONResponse({"status": "ok", "model": state["model"].label})
 
+    def busy(message: str) -> Response:
+        return error_response(503, message, retry_after_s=settings.retry_after_s)
+
     async def invoke(request: Request) -> Response:
+        nonlocal admitted
         content_type = request.headers.get("content-type")
         accept = request.headers.get("accept") or handlers.JSON
         handlers.check_content_type(content_type)
         handlers.response_type(accept)
         if "batcher" not in state:
             return error_response(503, "the model is not loaded")
-        body = await read_body(request, settings.limits.max_request_bytes)
-        image = await run_in_threadpool(handlers.input_fn, body, content_type)
+        if admitted >= settings.max_requests:
+            return busy(f"the server is busy ({settings.max_requests} requests in progress): "
+                        f"retry in {settings.retry_after_s} s")
+        admitted += 1
         try:
-            prediction = await state["batcher"].submit(image)
+            return await answer(request, content_type, accept)
+        except ClientDisconnect:
+            request.state.note = "client closed the connection before its request was read"
+            return Response(status_code=CLIENT_CLOSED)
+        except asyncio.CancelledError:  # the graceful shutdown timed out on this request
+            app.state.cut_off += 1
+            raise
+        finally:
+            admitted -= 1
+
+    async def answer(request: Request, content_type: str | None, accept: str) -> Response:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settings.request_timeout_s
+        body_s = min(settings.body_timeout_s, settings.request_timeout_s)
+        try:
+            body = await asyncio.wait_for(
+                read_body(request, settings.limits.max_request_bytes), body_s)
+        except TimeoutError:
+            return error_response(408, f"the request body did not arrive within {body_s:g} s")
+        try:
+            image = await asyncio.wait_for(
+                loop.run_in_executor(state["decoder"], handlers.input_fn, body, content_type),
+                deadline - loop.time(),
+            )
+            prediction = await asyncio.wait_for(
+                state["batcher"].submit(image), deadline - loop.time())
             payload, media_type = handlers.output_fn([prediction], accept)
+        except TimeoutError:
+            return busy(f"the request was not answered within {settings.request_timeout_s:g} s "
+                        f"(the server is busy): retry in {settings.retry_after_s} s")
         except handlers.BaseInferenceToolkitError:
             raise
         except Exception as err:  # a real server fault: 500, logged, and the server goes on
@@ -160,19 +226,32 @@ def create_app(settings: ServeSettings) -> FastAPI:
     return app
 
 
-def serve(cfg: DictConfig) -> None:
-    """Run the local endpoint until SIGINT/SIGTERM; in-flight requests finish first."""
-    settings = ServeSettings.from_cfg(cfg)
-    torch.set_num_threads(settings.torch_threads or usable_cpus())
-    app = create_app(settings)
-    config = uvicorn.Config(
+def server_config(app: FastAPI, settings: ServeSettings) -> uvicorn.Config:
+    """uvicorn's settings for ``app``: the header deadline, keep-alive and graceful timeout."""
+    return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
+        http=header_timeout_protocol(settings.header_timeout_s),
         log_config=None,  # keep the logging Hydra set up
         log_level=settings.log_level,
         access_log=False,  # one line per request comes from the app, with its latency
+        timeout_keep_alive=max(1, round(settings.keep_alive_s)),
         timeout_graceful_shutdown=settings.graceful_shutdown_s,
     )
+
+
+def serve(cfg: DictConfig) -> None:
+    """Run the local endpoint until SIGINT/SIGTERM; in-flight requests finish first, then the
+    process exits 0 (1 if the graceful timeout cut requests off or the server did not start)."""
+    settings = ServeSettings.from_cfg(cfg)
+    torch.set_num_threads(settings.torch_threads or usable_cpus())
+    app = create_app(settings)
+    server = DrainingServer(server_config(app, settings))
     log.info("serving %s on http://%s:%d", settings.model_dir, settings.host, settings.port)
-    uvicorn.Server(config).run()
+    server.run()
+    if not server.started:
+        raise DrainError("the server did not start (see the log above)")
+    if app.state.cut_off:
+        raise DrainError(f"{app.state.cut_off} requests were cut off: they were not answered "
+                         f"within serve.graceful_shutdown_s={settings.graceful_shutdown_s:g}")

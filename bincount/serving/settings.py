@@ -8,6 +8,7 @@ was expected (a :class:`BincountError`: exit 2). The defaults live in the YAML o
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,8 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")  # uvico
 
 def expect_number(key: str, value: object, least: float) -> float:
     """``value`` as a float when it is a number >= ``least``; else a BincountError."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < least:
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not math.isfinite(value) or value < least):
         raise BincountError(f"{key}: expected a number >= {least}, got {value!r}")
     return float(value)
 
@@ -45,6 +47,10 @@ def limits_from_cfg(limits: Mapping[str, Any]) -> Limits:
     return Limits(
         max_request_bytes=expect_int("limits.max_request_bytes", limits["max_request_bytes"], 1),
         max_image_pixels=expect_int("limits.max_image_pixels", limits["max_image_pixels"], 1),
+        max_image_side=expect_int("limits.max_image_side", limits["max_image_side"], 1),
+        max_aspect_ratio=expect_number(
+            "limits.max_aspect_ratio", limits["max_aspect_ratio"], 1),
+        decode_side=expect_int("limits.decode_side", limits["decode_side"], 1),
     )
 
 
@@ -61,11 +67,20 @@ class ServeSettings:
     max_batch_size: int
     max_wait_ms: float
     graceful_shutdown_s: float
+    docs: bool  # /docs, /redoc and /openapi.json
+    max_requests: int  # admitted at once; one more gets 503 + Retry-After
+    decode_threads: int
+    header_timeout_s: float
+    body_timeout_s: float
+    request_timeout_s: float
+    keep_alive_s: float
+    retry_after_s: int
     limits: Limits
 
     @classmethod
     def from_cfg(cls, cfg: DictConfig) -> ServeSettings:
         serve, batching = cfg.serve, cfg.serve.batching
+        queue, timeouts = serve.queue, serve.timeouts
         log_level = str(serve.log_level).lower()
         if log_level not in LOG_LEVELS:
             raise BincountError(
@@ -86,6 +101,15 @@ class ServeSettings:
             max_wait_ms=expect_number("serve.batching.max_wait_ms", batching.max_wait_ms, 0),
             graceful_shutdown_s=expect_number(
                 "serve.graceful_shutdown_s", serve.graceful_shutdown_s, 0),
+            docs=expect_bool("serve.docs", serve.docs),
+            max_requests=expect_int("serve.queue.max_requests", queue.max_requests, 1),
+            decode_threads=expect_int("serve.queue.decode_threads", queue.decode_threads, 1),
+            retry_after_s=expect_int("serve.queue.retry_after_s", queue.retry_after_s, 1),
+            header_timeout_s=expect_number("serve.timeouts.header_s", timeouts.header_s, 0.001),
+            body_timeout_s=expect_number("serve.timeouts.body_s", timeouts.body_s, 0.001),
+            request_timeout_s=expect_number(
+                "serve.timeouts.request_s", timeouts.request_s, 0.001),
+            keep_alive_s=expect_number("serve.timeouts.keep_alive_s", timeouts.keep_alive_s, 0),
             limits=limits_from_cfg(cfg.limits),
         )
 

@@ -26,7 +26,9 @@ ROLE = "arn:aws:iam::123456789012:role/bincount-sagemaker"
 def test_the_handlers_fallback_limits_are_the_configs(make_cfg: Callable[..., DictConfig]) -> None:
     configured = limits_from_cfg(make_cfg(name="serve", tiny=False).limits)
     assert configured == handlers.Limits(
-        handlers.FALLBACK_MAX_REQUEST_BYTES, handlers.FALLBACK_MAX_IMAGE_PIXELS
+        handlers.FALLBACK_MAX_REQUEST_BYTES, handlers.FALLBACK_MAX_IMAGE_PIXELS,
+        handlers.FALLBACK_MAX_IMAGE_SIDE, handlers.FALLBACK_MAX_ASPECT_RATIO,
+        handlers.FALLBACK_DECODE_SIDE,
     )
 
 
@@ -62,6 +64,15 @@ def test_serve_settings_are_typed_with_null_threads_for_every_core(
         ("limits.max_request_bytes=5MB", "limits.max_request_bytes: expected an integer >= 1, "
                                          "got '5MB'"),
         ("limits.max_image_pixels=0", "limits.max_image_pixels: expected an integer >= 1, got 0"),
+        ("limits.max_aspect_ratio=0.5", "limits.max_aspect_ratio: expected a number >= 1, "
+                                        "got 0.5"),
+        ("limits.decode_side=big", "limits.decode_side: expected an integer >= 1, got 'big'"),
+        ("serve.docs=yes", "serve.docs: expected true or false, got 'yes'"),
+        ("serve.queue.max_requests=0", "serve.queue.max_requests: expected an integer >= 1, "
+                                       "got 0"),
+        ("serve.timeouts.body_s=0", "serve.timeouts.body_s: expected a number >= 0.001, got 0"),
+        ("serve.timeouts.request_s=inf", "serve.timeouts.request_s: expected a number >= 0.001, "
+                                         "got inf"),
     ],
 )
 def test_bad_serve_settings_name_their_key(
