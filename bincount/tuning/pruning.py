@@ -1,4 +1,4 @@
-"""Per-epoch pruning: what Hydra's Optuna sweeper lacks (its jobs never see their trial).
+"""Per-epoch pruning: each trial reports its validation loss to its study after every epoch.
 
 The sweeper passes each job its trial number (``tuner.trial``); :class:`OptunaTrialCallback`
 reopens that trial through the study's storage, reports the validation loss after every epoch
@@ -15,34 +15,17 @@ from typing import Any
 
 import optuna
 import pytorch_lightning as pl
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.trainer.states import TrainerFn
 
 from bincount.errors import BincountError
+from bincount.tuning.settings import build_pruner
 
 log = logging.getLogger(__name__)
 
 
 class NonFiniteObjective(RuntimeError):
     """The monitored metric became NaN or infinite: the trial fails at once."""
-
-
-def build_pruner(
-    name: str | None, pruners: Mapping[str, Any] | DictConfig
-) -> optuna.pruners.BasePruner:
-    """The pruner ``tuner.pruner`` names among ``tuner.pruners``; none -> never prune."""
-    if name is None or str(name).lower() in ("none", "null", ""):
-        return optuna.pruners.NopPruner()
-    if name not in pruners:
-        known = ", ".join(sorted(pruners)) or "none configured"
-        raise BincountError(f"tuner.pruner: unknown pruner {name!r} (expected one of: {known}, "
-                            "or null)")
-    spec = pruners[name]
-    if isinstance(spec, Mapping) and not isinstance(spec, DictConfig):
-        spec = OmegaConf.create(dict(spec))
-    return instantiate(spec, _execution_whitelist_=["optuna.pruners.*"])
 
 
 def open_trial(storage: str, study_name: str, number: int,
@@ -64,9 +47,9 @@ class OptunaTrialCallback(pl.Callback):
         storage: str | None,
         study_name: str,
         trial: int | None,
-        pruner: str | None = None,
-        pruners: Mapping[str, Any] | None = None,
-        monitor: str = "val_loss",
+        pruner: str | None,
+        pruners: Mapping[str, Any] | None,
+        monitor: str,
     ) -> None:
         self.storage, self.study_name, self.number = storage, study_name, trial
         self.pruner_name, self.pruners = pruner, pruners or {}

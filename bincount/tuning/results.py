@@ -4,50 +4,36 @@ ready-to-run command that retrains with the best parameters."""
 from __future__ import annotations
 
 import math
-import os
 import shlex
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
+
+from bincount.files import write_yaml_atomic
+from bincount.overrides import override_key, top_key
 
 RESULTS = "optimization_results.yaml"
 # Overrides that configure the search itself, not the training it tunes.
 SEARCH_KEYS = ("tuner", "search_space", "objective", "hydra")
 
 
+def training_overrides(overrides: Iterable[str]) -> list[str]:
+    """The command line's overrides that configure training (not the search's own)."""
+    return [o for o in overrides if top_key(o) not in SEARCH_KEYS]
+
+
 def retrain_command(task_overrides: Iterable[str], best_params: Mapping[str, Any]) -> str:
     """``python scripts/train.py <the sweep's training overrides> <best params>``."""
-    kept = [o for o in task_overrides
-            if _override_key(o).split(".")[0].split("/")[0] not in SEARCH_KEYS
-            and _override_key(o) not in best_params]
+    kept = [o for o in training_overrides(task_overrides) if override_key(o) not in best_params]
     params = [f"{key}={_value(value)}" for key, value in best_params.items()]
     return shlex.join(["python", "scripts/train.py", *kept, *params])
 
 
-def _override_key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
 def _value(value: Any) -> str:
     return repr(value) if isinstance(value, float) else str(value)
-
-
-def write_yaml_atomic(path: Path, data: Mapping[str, Any]) -> None:
-    """Write then rename: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(OmegaConf.to_yaml(OmegaConf.create(dict(data))))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def trials_table(rows: Sequence[Mapping[str, Any]], param_keys: Sequence[str],

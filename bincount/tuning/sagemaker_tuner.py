@@ -15,47 +15,22 @@ import secrets
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
+from bincount.aws import quiet_sdk
 from bincount.errors import BincountError
 from bincount.launchers.sagemaker import Job, prepare
-from bincount.tuning.results import SEARCH_KEYS, retrain_command
+from bincount.tuning.results import RESULTS, report, retrain_command, training_overrides
 from bincount.tuning.search_space import parse_space, sagemaker_ranges
+from bincount.tuning.settings import MAX_TUNING_JOB_NAME, SageMakerTunerSettings
 
-# Imported after the launcher: it sets up the SDK's environment first.
-from sagemaker.session import Session  # isort: skip
-from sagemaker.tuner import (  # isort: skip
-    HyperbandStrategyConfig,
-    HyperparameterTuner,
-    StrategyConfig,
-)
+if TYPE_CHECKING:
+    from sagemaker.session import Session
+    from sagemaker.tuner import HyperparameterTuner
 
 log = logging.getLogger(__name__)
-
-STRATEGIES = ("Bayesian", "Random", "Hyperband", "Grid")
-MAX_TUNING_JOB_NAME = 32  # CreateHyperParameterTuningJob's limit
-
-
-def _fail(key: str, problem: str) -> BincountError:
-    return BincountError(f"tuner.{key}: {problem}")
-
-
-def check_tuner(tuner: DictConfig) -> None:
-    """The settings SageMaker would refuse, refused here with the key to change."""
-    if tuner.strategy not in STRATEGIES:
-        raise _fail("strategy", f"expected one of {', '.join(STRATEGIES)}, got {tuner.strategy!r}")
-    for key in ("max_jobs", "max_parallel_jobs"):
-        if not isinstance(tuner[key], int) or tuner[key] < 1:
-            raise _fail(key, f"expected a positive integer, got {tuner[key]!r}")
-    if tuner.max_parallel_jobs > tuner.max_jobs:
-        raise _fail("max_parallel_jobs", f"{tuner.max_parallel_jobs} is more than "
-                    f"tuner.max_jobs ({tuner.max_jobs})")
-    name = tuner.get("job_name")
-    if name is not None and not 1 <= len(str(name)) <= MAX_TUNING_JOB_NAME:
-        raise _fail("job_name", f"{name!r}: a tuning job name has 1 to {MAX_TUNING_JOB_NAME} "
-                    "characters")
 
 
 def tuning_job_name(base: str) -> str:
@@ -65,56 +40,53 @@ def tuning_job_name(base: str) -> str:
     return f"{base[:MAX_TUNING_JOB_NAME - len(suffix) - 1]}-{suffix}"
 
 
-def tuning_overrides(overrides: Sequence[str]) -> list[str]:
-    """The command line's overrides that configure training (the search's own stay here)."""
-    return [o for o in overrides
-            if o.split("=", 1)[0].lstrip("+~").split(".")[0].split("/")[0] not in SEARCH_KEYS]
-
-
-def build_tuner(cfg: DictConfig, job: Job) -> HyperparameterTuner:
+def build_tuner(settings: SageMakerTunerSettings, search_space: DictConfig,
+                job: Job) -> HyperparameterTuner:
     """The tuner over the launcher's estimator: one search space, one objective, the same
     metric definitions."""
-    tuner = cfg.tuner
-    hyperband = tuner.strategy == "Hyperband"
-    if hyperband and tuner.early_stopping:
+    quiet_sdk()
+    from sagemaker.tuner import HyperbandStrategyConfig, HyperparameterTuner, StrategyConfig
+
+    hyperband = settings.strategy == "Hyperband"
+    if hyperband and settings.early_stopping:
         log.info("tuner.strategy=Hyperband stops jobs itself: SageMaker's early stopping is off")
     strategy_config = None
     if hyperband:
         strategy_config = StrategyConfig(HyperbandStrategyConfig(
-            max_resource=int(tuner.hyperband.max_resource),
-            min_resource=int(tuner.hyperband.min_resource),
+            max_resource=settings.hyperband_max_resource,
+            min_resource=settings.hyperband_min_resource,
         ))
-    if not tuner.checkpoints:
+    if not settings.checkpoints:
         # The jobs of one tuning job would share the launcher's checkpoint prefix, and each
         # would resume from the last.ckpt another left there.
         job.estimator.checkpoint_s3_uri = None
         job.estimator.checkpoint_local_path = None
     return HyperparameterTuner(
         estimator=job.estimator,
-        objective_metric_name=str(cfg.objective.metric),
-        objective_type="Minimize" if cfg.objective.direction == "minimize" else "Maximize",
-        hyperparameter_ranges=sagemaker_ranges(cfg.search_space),
+        objective_metric_name=settings.objective.metric,
+        objective_type="Minimize" if settings.objective.direction == "minimize" else "Maximize",
+        hyperparameter_ranges=sagemaker_ranges(search_space),
         metric_definitions=job.estimator.metric_definitions,
-        strategy=str(tuner.strategy),
+        strategy=settings.strategy,
         strategy_config=strategy_config,
-        max_jobs=int(tuner.max_jobs),
-        max_parallel_jobs=int(tuner.max_parallel_jobs),
-        max_runtime_in_seconds=tuner.get("max_runtime"),
-        early_stopping_type="Auto" if tuner.early_stopping and not hyperband else "Off",
-        random_seed=tuner.get("random_seed"),
-        base_tuning_job_name=str(tuner.base_job_name),
+        max_jobs=settings.max_jobs,
+        max_parallel_jobs=settings.max_parallel_jobs,
+        max_runtime_in_seconds=settings.max_runtime,
+        early_stopping_type="Auto" if settings.early_stopping and not hyperband else "Off",
+        random_seed=settings.random_seed,
+        base_tuning_job_name=settings.base_job_name,
     )
 
 
 def launch_tuning(cfg: DictConfig, overrides: Sequence[str],
                   session: Session | None = None) -> dict[str, Any]:
     """Start the tuning job; with ``tuner.wait``, wait for it and report the best job."""
-    check_tuner(cfg.tuner)
+    settings = SageMakerTunerSettings.from_cfg(cfg.tuner, cfg.objective)
     parse_space(cfg.search_space)  # a malformed space stops here, before anything is uploaded
-    name = str(cfg.tuner.get("job_name") or tuning_job_name(str(cfg.tuner.base_job_name)))
-    training = tuning_overrides(overrides)
+    name = settings.job_name or tuning_job_name(settings.base_job_name)
+    training = training_overrides(overrides)
     with prepare(cfg, training, session, job_name=name) as job:
-        tuner = build_tuner(cfg, job)
+        tuner = build_tuner(settings, cfg.search_space, job)
         print(f"{job.bundle.describe()} -> {job.prefix}/source/sourcedir.tar.gz", flush=True)
         from botocore.exceptions import ClientError
 
@@ -127,10 +99,10 @@ def launch_tuning(cfg: DictConfig, overrides: Sequence[str],
     print(f"SageMaker tuning job: {name}\n  console: {console}", flush=True)
     results: dict[str, Any] = {
         "name": "sagemaker", "tuning_job": name, "console": console,
-        "metric": str(cfg.objective.metric), "direction": str(cfg.objective.direction),
+        "metric": settings.objective.metric, "direction": settings.objective.direction,
         "output": f"{job.base_uri}/<training job name>/output/model.tar.gz",
     }
-    if not cfg.tuner.wait:
+    if not settings.wait:
         print(f"not waiting (tuner.wait=false); follow it with: aws sagemaker "
               f"describe-hyper-parameter-tuning-job --hyper-parameter-tuning-job-name {name}",
               flush=True)
@@ -184,8 +156,6 @@ def run_sweep(config: DictConfig, arguments: Sequence[str]) -> dict[str, Any]:
     """What ``scripts/tune.py -m tuner=sagemaker`` does: one tuning job, its results in
     ``<sweep dir>/optimization_results.yaml``."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    from bincount.tuning.results import RESULTS, report
 
     sweeps = [o.input_line for o in OverridesParser.create().parse_overrides(list(arguments))
               if o.is_sweep_override()]

@@ -7,8 +7,10 @@ range::
     batch_size: {key: data.batch_size, type: categorical, choices: [32, 64, 128, 256, 512]}
     epochs:     {key: trainer.max_epochs, type: int, low: 10, high: 40}
 
-:func:`optuna_params` renders it as Hydra Optuna sweeper params (override-grammar strings),
-:func:`sagemaker_ranges` as SageMaker Continuous/Integer/Categorical parameter ranges.
+:func:`optuna_distributions` renders it as Optuna distributions (the Optuna sweeper's space),
+:func:`sagemaker_ranges` as SageMaker Continuous/Integer/Categorical parameter ranges; a sweep
+on the command line (``model.optimizer.lr=tag(log, interval(0.01, 0.05))``) becomes an Optuna
+distribution through :func:`sweep_distribution`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from omegaconf import DictConfig, OmegaConf
 from bincount.errors import BincountError
 
 if TYPE_CHECKING:
+    from hydra.core.override_parser.types import Override
+    from optuna.distributions import BaseDistribution
     from sagemaker.parameter import ParameterRange
 
 TYPES = ("float", "int", "categorical")
@@ -96,29 +100,50 @@ def _parse_param(name: str, spec: Any) -> Param:
     return Param(name, key, kind, low=low, high=high, log=log)
 
 
-def optuna_params(space: Mapping[str, Any] | DictConfig) -> dict[str, str]:
-    """``{override key: sweep}`` in Hydra's override grammar, as the Optuna sweeper's ``params``
-    (``tag(log, interval(a, b))``, ``int(interval(a, b))``, ``choice(...)``)."""
-    rendered: dict[str, str] = {}
+def optuna_distributions(space: Mapping[str, Any] | DictConfig) -> dict[str, BaseDistribution]:
+    """``{override key: Optuna distribution}``: what the Optuna sweeper asks each trial for."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    distributions: dict[str, BaseDistribution] = {}
     for p in parse_space(space):
         if p.type == "categorical":
-            sweep = f"choice({', '.join(_literal(c) for c in p.choices)})"
-        else:
-            sweep = f"interval({p.low!r}, {p.high!r})"
-            if p.type == "int":
-                sweep = f"int({sweep})"
-            elif isinstance(p.low, int) and isinstance(p.high, int):
-                sweep = f"float({sweep})"  # interval(1, 5) of ints would search integers
-            if p.log:
-                sweep = f"tag(log, {sweep})"
-        rendered[p.key] = sweep
-    return rendered
+            distributions[p.key] = CategoricalDistribution(list(p.choices))
+        elif p.type == "int":
+            distributions[p.key] = IntDistribution(int(p.low), int(p.high), log=p.log)
+        else:  # integer bounds of a float parameter still search floats
+            distributions[p.key] = FloatDistribution(float(p.low), float(p.high), log=p.log)
+    return distributions
 
 
-def _literal(value: Any) -> str:
-    if isinstance(value, str):
-        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-    return repr(value).lower() if isinstance(value, bool) else repr(value)
+def sweep_distribution(override: Override) -> BaseDistribution:
+    """The Optuna distribution of a sweep on the command line, in Hydra's override grammar:
+    ``choice(a, b)`` / ``a,b`` (categorical), ``range(1, 9, 2)`` (its values, stepped),
+    ``interval(a, b)`` (float, or int when both ends are; ``tag(log, ...)`` for a log scale)."""
+    from hydra.core.override_parser.types import IntervalSweep, Transformer
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    key = override.get_key_element()
+    value = override.value()
+    if override.is_choice_sweep() or (override.is_range_sweep() and value.shuffle):
+        return CategoricalDistribution(list(override.sweep_iterator(Transformer.encode)))
+    if override.is_range_sweep():
+        values = list(override.sweep_iterator())
+        if not values:
+            raise SearchSpaceError(f"{override.input_line}: the range is empty")
+        if all(isinstance(v, int) for v in values) and isinstance(value.step, int):
+            return IntDistribution(values[0], values[-1], step=value.step)
+        return CategoricalDistribution(values)  # a float step: exactly the values it lists
+    if override.is_interval_sweep():
+        assert isinstance(value, IntervalSweep)
+        low, high, log = value.start, value.end, "log" in value.tags
+        if not low < high:
+            raise SearchSpaceError(f"{key}: low ({low}) must be below high ({high})")
+        if log and low <= 0:
+            raise SearchSpaceError(f"{key}: a log scale needs low > 0, got {low}")
+        if isinstance(low, int) and isinstance(high, int):
+            return IntDistribution(low, high, log=log)
+        return FloatDistribution(float(low), float(high), log=log)
+    raise SearchSpaceError(f"{override.input_line}: not a sweep the Optuna sweeper can search")
 
 
 def sagemaker_ranges(space: Mapping[str, Any] | DictConfig) -> dict[str, ParameterRange]:
