@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
+import io
 import json
+import math
+import time
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
+from bincount.data.abid import DataError
 from bincount.data.dataset import load_rgb
 from bincount.data.transforms import eval_transform
 from bincount.models.export import load_model
 from bincount.serving import handlers
-from tests.support.serving import SAMPLE_IDS, bomb_png, huge_png, png_bytes
+from tests.support.serving import (
+    SAMPLE_IDS,
+    blank_png,
+    bomb_png,
+    crafted_model_dir,
+    huge_png,
+    make_model_dir,
+    nan_model_dir,
+    png_bytes,
+    strip_png,
+    wrong_arch_model_dir,
+)
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +43,8 @@ def photos(sample_dir: Path) -> list[Path]:
 
 @pytest.fixture(autouse=True)
 def _default_limits(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(handlers.MAX_REQUEST_BYTES_ENV, raising=False)
-    monkeypatch.delenv(handlers.MAX_IMAGE_PIXELS_ENV, raising=False)
+    for name in handlers.Limits.from_env().to_env():
+        monkeypatch.delenv(name, raising=False)
 
 
 def test_preprocessing_is_the_eval_transform_of_the_file_as_training_reads_it(
@@ -141,3 +156,89 @@ def test_a_wrong_accept_is_a_406(model: handlers.Model) -> None:
 def test_model_fn_names_what_is_missing(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="model.json is missing"):
         handlers.model_fn(str(tmp_path))
+
+
+def test_a_1x39m_strip_is_refused_from_its_header_before_any_pixel_is_decoded() -> None:
+    data = strip_png()
+    start = time.perf_counter()
+    with pytest.raises(handlers.RequestError) as err:
+        handlers.input_fn(data, "image/png")
+    assert time.perf_counter() - start < 1
+    assert err.value.status_code == 400
+    assert "1x39000000" in err.value.message
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "words"),
+    [(3000, 200, "aspect ratio"), (200, 3000, "aspect ratio"), (17000, 2000, "longest side")],
+)
+def test_extreme_shapes_are_refused_with_the_limit(width: int, height: int, words: str) -> None:
+    with pytest.raises(handlers.RequestError) as err:
+        handlers.input_fn(blank_png(width, height), "image/png")
+    assert err.value.status_code == 400
+    assert words in err.value.message
+    assert f"{width}x{height}" in err.value.message
+
+
+@pytest.mark.parametrize("image_format", ["JPEG", "PNG"])
+def test_a_large_image_is_decoded_at_reduced_size(image_format: str) -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (5000, 3000), (40, 160, 90)).save(buffer, format=image_format)
+    decoded = handlers.input_fn(buffer.getvalue(), f"image/{image_format.lower()}")
+    assert decoded.mode == "RGB"
+    assert handlers.FALLBACK_DECODE_SIDE <= max(decoded.size) < 2 * handlers.FALLBACK_DECODE_SIDE
+    assert decoded.size[0] * 3 == decoded.size[1] * 5  # the shape is kept
+    assert decoded.getpixel((10, 10)) == pytest.approx((40, 160, 90), abs=3)
+
+
+def test_the_shape_limits_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(handlers.MAX_ASPECT_RATIO_ENV, "40")
+    assert handlers.input_fn(blank_png(3000, 100), "image/png").size == (1500, 50)
+    monkeypatch.setenv(handlers.MAX_IMAGE_SIDE_ENV, "2999")
+    with pytest.raises(handlers.RequestError, match="at most 2999 pixels"):
+        handlers.input_fn(blank_png(3000, 100), "image/png")
+
+
+def test_a_model_with_non_finite_weights_is_refused_naming_the_file(tmp_path: Path) -> None:
+    model_dir = nan_model_dir(tmp_path / "nan")
+    with pytest.raises(DataError) as err:
+        handlers.model_fn(str(model_dir))
+    message = str(err.value)
+    assert message.startswith(f"{model_dir / 'model.pt'}: 1 of ")
+    assert "NaN or infinite" in message and "fc.weight" in message
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "wrong-arch"])
+def test_a_bad_model_pt_is_one_line_naming_the_file(tmp_path: Path, damage: str) -> None:
+    model_dir = make_model_dir(tmp_path / damage)
+    weights = model_dir / "model.pt"
+    if damage == "garbage":
+        weights.write_bytes(b"not torch at all " * 10)
+    elif damage == "truncated":
+        weights.write_bytes(weights.read_bytes()[:4096])
+    else:
+        wrong_arch_model_dir(model_dir)
+    with pytest.raises(DataError) as err:
+        handlers.model_fn(str(model_dir))
+    message = str(err.value)
+    assert message.startswith(str(weights))
+    assert "\n" not in message and len(message) < 500
+    assert "weights_only=False" not in message
+    if damage == "wrong-arch":
+        assert "arch resnet50" in message
+
+
+def test_a_crafted_model_pt_runs_no_code(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    model_dir = crafted_model_dir(tmp_path / "crafted", marker)
+    with pytest.raises(DataError, match="never loaded"):
+        handlers.model_fn(str(model_dir))
+    assert not marker.exists()
+
+
+def test_non_finite_probabilities_never_reach_the_json(model: handlers.Model) -> None:
+    with pytest.raises(ValueError, match="non-finite"):
+        handlers.result([math.nan, 0.2, 0.3, 0.1, 0.4], model)
+    leaked = {"count": 1, "probabilities": {"1": math.inf}, "model": "tiny/1"}
+    with pytest.raises(ValueError):
+        handlers.output_fn([leaked], handlers.JSON)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,7 +19,17 @@ from botocore.exceptions import ClientError
 
 from bincount.data.dataset import load_rgb
 from bincount.serving import ImagePredictor, handlers
-from tests.support.serving import MAX_BYTES, SAMPLE_IDS, bomb_png, huge_png, png_bytes
+from tests.support.servers import serve_settings, served
+from tests.support.serving import (
+    MAX_BYTES,
+    SAMPLE_IDS,
+    bomb_png,
+    huge_png,
+    png_bytes,
+    raw_request,
+    read_response,
+    strip_png,
+)
 
 
 @pytest.fixture(scope="module")
@@ -114,9 +126,11 @@ def test_image_predictor_through_a_session_pointed_at_the_server(
         (bytes(MAX_BYTES + 1), {"Content-Type": "image/jpeg"}, 413, f"limit is {MAX_BYTES}"),
         (bomb_png(), {"Content-Type": "image/png"}, 400, "decompression bomb"),
         (huge_png(), {"Content-Type": "image/png"}, 400, "8000x8000"),
+        (strip_png(), {"Content-Type": "image/png"}, 400, "1x39000000"),
         (b"", {"Content-Type": "image/jpeg", "Accept": "text/csv"}, 406, "text/csv"),
     ],
-    ids=["content-type", "empty", "undecodable", "too-large", "bomb", "too-many-pixels", "accept"],
+    ids=["content-type", "empty", "undecodable", "too-large", "bomb", "too-many-pixels",
+         "1x39M-strip", "accept"],
 )
 def test_bad_requests_get_4xx_json_and_the_server_keeps_serving(
     endpoint: str,
@@ -168,3 +182,104 @@ def test_one_log_line_per_request_with_status_and_latency(
     assert any(line.startswith("GET /ping 200 ") for line in lines), lines
     (line,) = [line for line in lines if line.startswith("POST /invocations 415 ")]
     assert line.endswith("ms")
+
+
+@pytest.fixture(scope="module")
+def strict(model_dir: Path) -> Iterator[str]:
+    """An endpoint with tight bounds: 2 requests admitted, 0.5 s for the headers and the body,
+    1.5 s per request, Retry-After 3, one forward pass per request."""
+    with served(serve_settings(
+        f"model_dir={model_dir}", "serve.torch_threads=1", "serve.batching.enabled=false",
+        "serve.queue.max_requests=2", "serve.queue.retry_after_s=3", "serve.timeouts.header_s=0.5",
+        "serve.timeouts.body_s=0.5", "serve.timeouts.request_s=1.5",
+    )) as url:
+        yield url
+
+
+def port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+def test_api_docs_are_off_by_default(endpoint: str) -> None:
+    for path in ("/docs", "/redoc", "/openapi.json"):
+        assert requests.get(f"{endpoint}{path}", timeout=10).status_code == 404, path
+
+
+def test_api_docs_are_served_with_serve_docs_true(model_dir: Path) -> None:
+    with served(serve_settings(f"model_dir={model_dir}", "serve.docs=true",
+                               "serve.torch_threads=1")) as url:
+        assert requests.get(f"{url}/openapi.json", timeout=10).json()["paths"]
+        assert requests.get(f"{url}/docs", timeout=10).status_code == 200
+
+
+def test_a_stalled_body_is_a_408_in_time_and_others_are_served_meanwhile(
+    strict: str, jpegs: dict[str, bytes]
+) -> None:
+    data = jpegs[SAMPLE_IDS[0]]
+    start = time.perf_counter()
+    with raw_request(port_of(strict), length=len(data), sent=data[:100]) as stalled:
+        assert post(strict, data, {"Content-Type": "image/jpeg"}).status_code == 200
+        status, _, body = read_response(stalled)
+    assert status == 408
+    assert "did not arrive within 0.5 s" in json.loads(body)["message"]
+    assert time.perf_counter() - start < 3
+
+
+def test_a_full_queue_is_a_503_with_retry_after_at_once(
+    strict: str, jpegs: dict[str, bytes]
+) -> None:
+    data = jpegs[SAMPLE_IDS[0]]
+    port = port_of(strict)
+    with raw_request(port, length=len(data)) as first, \
+            raw_request(port, length=len(data)) as second:
+        time.sleep(0.1)  # both admitted, waiting for their bodies
+        start = time.perf_counter()
+        answer = post(strict, data, {"Content-Type": "image/jpeg"})
+        assert time.perf_counter() - start < 0.4
+        assert answer.status_code == 503
+        assert answer.headers["Retry-After"] == "3"
+        assert "2 requests in progress" in answer.json()["message"]
+        assert read_response(first)[0] == read_response(second)[0] == 408
+    assert post(strict, data, {"Content-Type": "image/jpeg"}).status_code == 200
+
+
+def test_a_request_past_its_deadline_is_a_503_and_costs_no_inference(
+    strict: str, jpegs: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    predict_fn = handlers.predict_fn
+
+    def slow(images: list, model: handlers.Model) -> list[dict]:
+        calls.append(len(images))
+        time.sleep(2.5)
+        return predict_fn(images, model)
+
+    monkeypatch.setattr(handlers, "predict_fn", slow)
+    data = jpegs[SAMPLE_IDS[0]]
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(post, strict, data, {"Content-Type": "image/jpeg"})
+        time.sleep(0.2)
+        start = time.perf_counter()
+        second = post(strict, data, {"Content-Type": "image/jpeg"})
+        elapsed = time.perf_counter() - start
+        assert first.result().status_code == 503
+    assert second.status_code == 503 and second.headers["Retry-After"] == "3"
+    assert "not answered within 1.5 s" in second.json()["message"]
+    assert 1.0 < elapsed < 2.5
+    time.sleep(1)  # the first forward pass ends; the second request never ran
+    assert calls == [1]
+
+
+def test_a_client_that_hangs_up_mid_upload_is_one_499_line_not_a_fault(
+    endpoint: str, jpegs: dict[str, bytes], caplog: pytest.LogCaptureFixture
+) -> None:
+    data = jpegs[SAMPLE_IDS[0]]
+    with caplog.at_level(logging.INFO):
+        with raw_request(port_of(endpoint), length=len(data), sent=data[:500]):
+            time.sleep(0.3)
+        time.sleep(0.5)
+        assert post(endpoint, data, {"Content-Type": "image/jpeg"}).status_code == 200
+    lines = [r.getMessage() for r in caplog.records]
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    (line,) = [line for line in lines if " 499 " in line]
+    assert line.startswith("POST /invocations 499 ") and "client closed" in line

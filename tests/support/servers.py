@@ -12,15 +12,19 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import requests
+import torch
 import uvicorn
 from fastapi import FastAPI
+from hydra import compose, initialize_config_dir
 
+from bincount.serving.server import create_app, server_config
+from bincount.serving.settings import ServeSettings
 from tests.support.net import free_port
-from tests.support.paths import SCRIPTS
+from tests.support.paths import CONF, SCRIPTS
 
 SERVE_SCRIPT = SCRIPTS / "serve.py"
 
@@ -91,11 +95,19 @@ def running_server(
 
 
 @contextmanager
-def app_server(app: FastAPI, timeout: float = 120) -> Iterator[str]:
+def app_server(
+    app: FastAPI, settings: ServeSettings | None = None, timeout: float = 120
+) -> Iterator[str]:
     """``app`` served by uvicorn on a thread of this process (its lifespan, so the model,
-    loaded): yields its URL once it answers, stops it when the block ends."""
+    loaded), with the uvicorn settings ``scripts/serve.py`` derives from ``settings`` (header
+    deadline, keep-alive) when given: yields its URL once it answers, stops it when the block
+    ends."""
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+    if settings is None:
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
+                                access_log=False)
+    else:
+        config = server_config(app, replace(settings, host="127.0.0.1", port=port))
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="test-endpoint", daemon=True)
     thread.start()
@@ -111,3 +123,27 @@ def app_server(app: FastAPI, timeout: float = 120) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(60)
+
+
+def serve_settings(*overrides: str) -> ServeSettings:
+    """The settings ``scripts/serve.py <overrides>`` runs with."""
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        return ServeSettings.from_cfg(compose("serve", overrides=list(overrides)))
+
+
+@contextmanager
+def served(settings: ServeSettings) -> Iterator[str]:
+    """The local endpoint's app for ``settings`` on a thread: its URL. The environment and
+    torch's thread count, which the app sets, are put back afterwards."""
+    threads = torch.get_num_threads()
+    saved = {name: os.environ.get(name) for name in settings.limits.to_env()}
+    try:
+        with app_server(create_app(settings), settings) as url:
+            yield url
+    finally:
+        torch.set_num_threads(threads)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

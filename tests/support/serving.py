@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ast
 import io
+import json
 import re
+import socket
 import struct
 import zlib
 from pathlib import Path
@@ -37,6 +39,40 @@ def make_model_dir(path: Path, seed: int = 0) -> Path:
     return export_model(net, spec, path)
 
 
+def nan_model_dir(path: Path) -> Path:
+    """An exported model whose head holds a NaN (what a diverged run used to export)."""
+    make_model_dir(path)
+    weights = torch.load(path / "model.pt", weights_only=True)
+    weights["fc.weight"][0, 0] = float("nan")
+    torch.save(weights, path / "model.pt")
+    return path
+
+
+def wrong_arch_model_dir(path: Path) -> Path:
+    """resnet18 weights beside a model.json that says resnet50."""
+    make_model_dir(path)
+    spec = json.loads((path / "model.json").read_text())
+    (path / "model.json").write_text(json.dumps({**spec, "arch": "resnet50"}))
+    return path
+
+
+class _RunsCode:
+    """Unpickling this runs ``touch <marker>``: what a crafted model.pt does."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (Path.touch, (self.marker,))
+
+
+def crafted_model_dir(path: Path, marker: Path) -> Path:
+    """A model.pt whose unpickling would create ``marker``."""
+    make_model_dir(path)
+    torch.save({"fc.weight": _RunsCode(marker)}, path / "model.pt")
+    return path
+
+
 def png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
@@ -62,6 +98,12 @@ def bomb_png() -> bytes:
     """15000x15000 pixels: past Pillow's own guard (2x its MAX_IMAGE_PIXELS), which refuses it
     on open."""
     return blank_png(15000, 15000)
+
+
+def strip_png() -> bytes:
+    """1 x 39,000,000 pixels in 76 kB: under the pixel limit, but a (3, 39M, 1) tensor used to
+    cost ~20 s and ~4 GB in the evaluation resize."""
+    return blank_png(1, 39_000_000)
 
 
 def huge_png() -> bytes:
@@ -97,3 +139,38 @@ def assert_runtime_only(files: dict[str, bytes]) -> None:
         if name.endswith(".py"):
             found = {module for module in imports_of(data.decode()) if is_test_code(module)}
             assert not found, f"{name} imports {sorted(found)}"
+
+
+def raw_request(port: int, head_only: bytes = b"", length: int = 0, sent: bytes = b"",
+                timeout: float = 30) -> socket.socket:
+    """A connection to 127.0.0.1:``port`` that has sent ``head_only`` (part of a request's head)
+    or, if that is empty, a POST /invocations head announcing ``length`` body bytes followed by
+    ``sent`` of them: a client that stalls there."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    if not head_only:
+        head_only = (
+            "POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
+            f"Content-Length: {length}\r\n\r\n"
+        ).encode()
+    sock.sendall(head_only + sent)
+    return sock
+
+
+def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """(status, lower-cased headers, body) of the one response the server sends, read until it
+    closes the connection or the body is complete."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:] if ": " in line)
+    while len(body) < int(headers.get("content-length", 0)):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return int(lines[0].split()[1]), headers, body
