@@ -58,10 +58,11 @@ class TrialPlan:
     distributions: dict[str, BaseDistribution]
     fixed: tuple[str, ...]
 
-    def overrides(self, trial: optuna.trial.BaseTrial, number: int) -> list[str]:
+    def overrides(self, trial: optuna.Trial) -> list[str]:
+        """The job's command line: the fixed overrides, the trial's params, its number."""
         params = [f"{key}={_override_value(value)}" for key, value in trial.params.items()]
         # The job finds its trial (for pruning) and its folder (trial_<n>) by this number.
-        return [*self.fixed, *params, f"tuner.trial={number}"]
+        return [*self.fixed, *params, f"tuner.trial={trial.number}"]
 
 
 def plan_trials(space: Mapping[str, BaseDistribution], arguments: Sequence[str]) -> TrialPlan:
@@ -81,8 +82,6 @@ def plan_trials(space: Mapping[str, BaseDistribution], arguments: Sequence[str])
             try:
                 distributions[key] = sweep_distribution(override)
             except (ValueError, TypeError) as err:  # Optuna's own checks of a distribution
-                if isinstance(err, SearchSpaceError):
-                    raise
                 raise SearchSpaceError(f"{line}: {err}") from err
             fixed.pop(key, None)
         else:
@@ -164,7 +163,7 @@ class OptunaSweep:
         to_go = s.n_trials
         while to_go > 0:
             trials = [study.ask(plan.distributions) for _ in range(min(to_go, s.n_jobs))]
-            batch = [plan.overrides(trial, trial.number) for trial in trials]
+            batch = [plan.overrides(trial) for trial in trials]
             try:
                 returns = self.launch(batch, self.job_idx)
             except BaseException as err:  # the study must not keep them RUNNING forever

@@ -211,10 +211,12 @@ def test_the_command_line_narrows_pins_or_adds_searched_keys() -> None:
         "model.optimizer.momentum": CategoricalDistribution([0.8, 0.9]),
     }
     assert plan.fixed == ("model.arch=resnet18", f"{BATCH}=16")
-    trial = optuna.create_study().ask(plan.distributions)
-    overrides = plan.overrides(trial, 7)
+    study = optuna.create_study()
+    study.ask()
+    trial = study.ask(plan.distributions)
+    overrides = plan.overrides(trial)
     assert overrides[:2] == ["model.arch=resnet18", f"{BATCH}=16"]
-    assert overrides[-1] == "tuner.trial=7"
+    assert overrides[-1] == "tuner.trial=1"
     assert dict(o.split("=", 1) for o in overrides[2:-1]).keys() == plan.distributions.keys()
 
 
