@@ -206,10 +206,9 @@ def test_a_slow_data_loader_is_data_bound(make_cfg: MakeCfg, one_thread: None) -
     datamodule.train_dataloader = lambda: SlowLoader(real(), factor=3.0)
     fit(cfg, datamodule=datamodule)
 
-    evidence = fired(cfg)["DataLoaderBound"]["evidence"]
-    assert evidence["data_wait_fraction"] > 0.5
-    assert evidence["mean_wait_ms"] > 2 * evidence["mean_compute_ms"]
-    assert evidence["window_steps"] == 3
+    entry = fired(cfg)["DataLoaderBound"]
+    assert entry["evidence"]["data_wait_fraction"] > 0.5  # the loader's sleeps, 3x the rest
+    assert entry["evidence"]["window_steps"] == 3 and entry["step"] == 3
 
 
 @pytest.mark.gpu

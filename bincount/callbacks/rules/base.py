@@ -65,6 +65,9 @@ class Rule(pl.Callback):
     """
 
     name: ClassVar[str] = "Rule"
+    # Whether a run this rule stopped has no usable model (a diverged loss, NaN weights), or
+    # just ended early with its best checkpoint intact (Overfit, Overtraining: early stopping).
+    stop_is_failure: ClassVar[bool] = True
 
     def __init__(self, *, rules_file: str | Path | None, stop_training: bool) -> None:
         self.rules_file = Path(rules_file) if rules_file else None

@@ -126,6 +126,7 @@ class Overfit(_EpochRule):
     training set. Needs ``val_loss`` and ``train_loss`` (logged per epoch)."""
 
     name = "Overfit"
+    stop_is_failure = False  # stopping here is early stopping: the best checkpoint stands
 
     def __init__(self, *, patience: int, min_delta: float, rules_file: str | Path | None,
                  stop_training: bool) -> None:
@@ -165,6 +166,7 @@ class Overtraining(_EpochRule):
     it is early stopping."""
 
     name = "Overtraining"
+    stop_is_failure = False  # stopping here is early stopping: the best checkpoint stands
 
     def __init__(self, *, monitor: str, mode: str, patience: int, min_delta: float,
                  rules_file: str | Path | None, stop_training: bool) -> None:
