@@ -1,4 +1,4 @@
-"""The exported inference artifact: ``model.pt`` (a state dict) + ``model.json``.
+"""The exported inference artifact: ``model.pt`` (a state dict) + ``model.json`` + ``model.onnx``.
 
 Serving loads only this directory: it never needs Lightning, Hydra or a checkpoint.
 """
@@ -6,7 +6,8 @@ Serving loads only this directory: it never needs Lightning, Hydra or a checkpoi
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+import logging
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -15,6 +16,9 @@ from torch import nn
 from bincount.data.abid import DataError
 from bincount.files import write_json_atomic
 from bincount.models.backbone import build_resnet
+from bincount.models.onnx import export_onnx
+
+log = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "model.pt"
 SPEC_FILE = "model.json"
@@ -36,14 +40,23 @@ class ModelSpec:
         return self.counts[class_index]
 
 
-def export_model(net: nn.Module, spec: ModelSpec, model_dir: Path) -> Path:
-    """Write weights and spec; each file goes to a temporary name first."""
+def export_model(
+    net: nn.Module, spec: ModelSpec, model_dir: Path, samples: torch.Tensor | None = None
+) -> Path:
+    """Write weights and spec, then ``model.onnx`` checked against the weights on ``samples``
+    (real normalized images; random inputs without them). Each file goes to a temporary name
+    first; an ONNX export that fails leaves a torch-only model directory (and says why)."""
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     tmp = model_dir / f".{WEIGHTS_FILE}.tmp"
     torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, tmp)
     tmp.replace(model_dir / WEIGHTS_FILE)
     write_json_atomic(model_dir / SPEC_FILE, asdict(spec))
+    try:
+        export_onnx(net, spec.image_size, model_dir, samples)
+    except Exception as err:  # the torch model is complete without it
+        log.warning("no ONNX model exported (%s: %s); serving will use torch",
+                    type(err).__name__, err)
     return model_dir
 
 
@@ -52,7 +65,9 @@ def load_spec(model_dir: Path) -> ModelSpec:
     if not path.is_file():
         raise DataError(f"{path} is missing: expected an exported model directory")
     try:
-        return ModelSpec(**json.loads(path.read_text()))
+        data = json.loads(path.read_text())
+        # Later steps add records (the ONNX check, the int8 accuracy check) beside the spec.
+        return ModelSpec(**{f.name: data[f.name] for f in fields(ModelSpec) if f.name in data})
     except (json.JSONDecodeError, TypeError) as err:
         raise DataError(f"{path}: not a model spec ({err})") from err
 
