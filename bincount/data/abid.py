@@ -60,13 +60,29 @@ class BinMetadata:
         return total is None or total == self.expected_quantity
 
 
+# Past this, a number in metadata is not a quantity or a size but garbage (and an int this long
+# does not even convert to a float): it reads as unknown.
+MAX_NUMBER = 1e15
+# What json.loads raises on text it cannot turn into objects, besides JSONDecodeError: nesting
+# deeper than the interpreter's stack, an integer of more digits than Python converts.
+UNPARSEABLE = (json.JSONDecodeError, UnicodeDecodeError, RecursionError, ValueError)
+
+
+def short(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a 400-digit number stays readable)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def _number(value: Any) -> float | None:
     """A dimension is ``{"unit": ..., "value": x}``, a bare number, or null."""
     if isinstance(value, dict):
         value = value.get("value")
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value) if math.isfinite(value) else None
+    if isinstance(value, int) and abs(value) > MAX_NUMBER:  # float() would overflow
+        return None
+    return float(value) if math.isfinite(value) and abs(value) <= MAX_NUMBER else None
 
 
 def _int(value: Any) -> int | None:
@@ -82,7 +98,7 @@ def parse_metadata(data: dict[str, Any], image_id: str, source: str = "<metadata
     if quantity is None or quantity < 0:
         raise DataError(
             f"{source}: field EXPECTED_QUANTITY must be a non-negative integer, "
-            f"got {data.get('EXPECTED_QUANTITY')!r}"
+            f"got {short(data.get('EXPECTED_QUANTITY'))}"
         )
     raw_items = data.get("BIN_FCSKU_DATA") or {}
     if not isinstance(raw_items, dict):
@@ -107,10 +123,7 @@ def parse_metadata(data: dict[str, Any], image_id: str, source: str = "<metadata
 
 def read_metadata(path: Path) -> BinMetadata:
     """Read ``metadata/<id>.json``; the id is the file stem, kept as a string."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}: not valid JSON ({err})") from err
+    data = load_json(Path(path))
     meta = parse_metadata(data, image_id=Path(path).stem, source=str(path))
     if not meta.consistent:
         warnings.warn(
@@ -119,6 +132,19 @@ def read_metadata(path: Path) -> BinMetadata:
             stacklevel=2,
         )
     return meta
+
+
+def load_json(path: Path) -> Any:
+    """The JSON document in ``path``; a DataError naming the file for anything unparseable
+    (bad syntax or encoding, nesting too deep, an integer too long)."""
+    try:
+        return json.loads(path.read_bytes())
+    except OSError as err:
+        raise DataError(f"{path}: cannot be read ({err.strerror or err})") from err
+    except RecursionError as err:
+        raise DataError(f"{path}: not valid JSON (nested too deeply to parse)") from err
+    except UNPARSEABLE as err:
+        raise DataError(f"{path}: not valid JSON ({err})") from err
 
 
 def id_from_path(entry: str) -> str:
@@ -133,21 +159,21 @@ def read_file_list(path: Path) -> dict[str, int]:
     with different counts.
     """
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}: not valid JSON ({err})") from err
+    if not path.is_file():
+        raise DataError(f"{path}: no such file list (expected a JSON file)")
+    data = load_json(path)
     if not isinstance(data, dict):
         raise DataError(f'{path}: expected an object like {{"1": ["data/metadata/<id>.json"]}}')
     labels: dict[str, int] = {}
     for key, entries in data.items():
-        if not str(key).isdigit():
-            raise DataError(f"{path}: key {key!r} is not an item count (expected '1'..'5')")
+        if not (key.isascii() and key.isdigit() and len(key) <= 6):
+            raise DataError(f"{path}: key {short(key)} is not an item count (expected '1'..'5')")
         if not isinstance(entries, list):
             raise DataError(f"{path}: key {key!r} must hold a list of metadata paths")
         for entry in entries:
+            if not isinstance(entry, str):
+                raise DataError(f"{path}: under key {key!r}, {short(entry)} is not a metadata "
+                                "path (expected a string like 'data/metadata/<id>.json')")
             image_id = id_from_path(str(entry))
             if labels.get(image_id, int(key)) != int(key):
                 raise DataError(

@@ -10,10 +10,13 @@ already present is re-checked with a conditional GET (``If-None-Match: <its MD5>
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
 import re
+import struct
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -36,7 +39,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from bincount.data.abid import IMAGES, METADATA, DataError, parse_metadata
+from bincount.data.abid import IMAGES, METADATA, UNPARSEABLE, DataError, parse_metadata, short
 from bincount.files import write_text_atomic
 
 REJECTED = "rejected"
@@ -171,8 +174,26 @@ def check_jpeg(path: Path, max_pixels: int) -> str | None:
         return f"decompression bomb: {err}"
     except UnidentifiedImageError:
         return "not an image (Pillow cannot identify it)"
-    except (OSError, SyntaxError, ValueError) as err:
-        return f"does not decode: {err}"
+    # What Pillow's decoders raise on a crafted or damaged file.
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError,
+            RecursionError) as err:
+        return f"does not decode: {type(err).__name__}: {err}"
+    return None
+
+
+def unstorable(image_id: str, directory: Path) -> str | None:
+    """Why ``image_id`` cannot name a file in ``directory`` (with the temporary suffix a
+    download uses); None when it can."""
+    if not image_id or image_id in (".", "..") or "\0" in image_id or os.sep in image_id:
+        return f"id {short(image_id)} cannot be a file name"
+    longest = len(os.fsencode(part_path(directory / f"{image_id}.json.reason.txt").name))
+    try:
+        limit = os.pathconf(directory, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    if longest > limit:
+        return (f"id {short(image_id, 40)} is {len(image_id)} characters: its files' names "
+                f"would exceed this filesystem's {limit}-byte limit")
     return None
 
 
@@ -218,6 +239,9 @@ class BinFetcher:
                          metadata / f"{image_id}.json"),
             "image": (f"{self.layout.image_prefix}{image_id}.jpg", images / f"{image_id}.jpg"),
         }
+        reason = unstorable(image_id, rejected)
+        if reason:
+            return BinResult(image_id, count, "rejected", reason=reason)
         fetched: dict[str, Fetched] = {}
         try:
             for name, (key, dest) in files.items():
@@ -228,10 +252,15 @@ class BinFetcher:
             return BinResult(image_id, count, "failed", reason=str(err), missing=True)
         except FetchFailed as err:
             return BinResult(image_id, count, "failed", reason=str(err))
+        except OSError as err:  # this bin's files cannot be written; the run goes on
+            status = "rejected" if err.errno in (errno.ENAMETOOLONG, errno.EINVAL) else "failed"
+            return BinResult(image_id, count, status,
+                             reason=f"cannot store its files: {err.strerror or err}")
         finally:
             for item in fetched.values():
                 if item.part is not None:
-                    item.part.unlink(missing_ok=True)
+                    with contextlib.suppress(OSError):
+                        item.part.unlink(missing_ok=True)
 
     def _place(
         self,
@@ -246,7 +275,7 @@ class BinFetcher:
         label_issue = None
         try:
             meta = parse_metadata(
-                json.loads(meta_file.read_text()), image_id, source=files["metadata"][0]
+                json.loads(meta_file.read_bytes()), image_id, source=files["metadata"][0]
             )
             reasons["metadata"] = None
             issues = []
@@ -257,10 +286,12 @@ class BinFetcher:
             if not meta.consistent:
                 issues.append(f"items' quantities add up to {meta.items_quantity}")
             label_issue = "; ".join(issues) or None
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            reasons["metadata"] = f"metadata is not valid JSON ({err})"
         except DataError as err:
             reasons["metadata"] = str(err)
+        except RecursionError:
+            reasons["metadata"] = "metadata is not valid JSON (nested too deeply to parse)"
+        except UNPARSEABLE as err:
+            reasons["metadata"] = f"metadata is not valid JSON ({err})"
         image = fetched["image"]
         if image.part is not None:
             reasons["image"] = check_jpeg(image.part, self.max_pixels)

@@ -79,3 +79,57 @@ def test_file_list_with_a_bad_key_names_it(tmp_path: Path) -> None:
     path.write_text(json.dumps({"one": ["data/metadata/1.json"]}))
     with pytest.raises(DataError, match=r"file_list.json: key 'one' is not an item count"):
         read_file_list(path)
+
+
+DEEP = '{"EXPECTED_QUANTITY": 3, "BIN_FCSKU_DATA": ' + "[" * 100_000 + "]" * 100_000 + "}"
+LONG = "9" * 400
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (DEEP, "not valid JSON (nested too deeply to parse)"),
+        ('{"EXPECTED_QUANTITY": ' + LONG + "}", "must be a non-negative integer, got 99999"),
+        ('{"EXPECTED_QUANTITY": ' + "9" * 5000 + "}", "not valid JSON (Exceeds the limit"),
+    ],
+    ids=["deep", "400-digits", "5000-digits"],
+)
+def test_unparseable_metadata_is_a_data_error_naming_the_file(
+    tmp_path: Path, content: str, message: str
+) -> None:
+    path = tmp_path / "00042.json"
+    path.write_text(content)
+    with pytest.raises(DataError) as err:
+        read_metadata(path)
+    assert str(err.value).startswith(str(path)) and message in str(err.value)
+    assert len(str(err.value)) < 300
+
+
+def test_an_absurd_item_quantity_or_size_reads_as_unknown() -> None:
+    meta = parse_metadata({"EXPECTED_QUANTITY": 2, "BIN_FCSKU_DATA": {"A1": {
+        "quantity": int(LONG), "length": {"value": int(LONG)}, "weight": 1e300}}}, "00042")
+    (item,) = meta.items
+    assert (item.quantity, item.length_in, item.weight_lb) == (None, None, None)
+    assert meta.consistent  # unknown, not contradicting
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ('{"' + "1" * 5000 + '": []}', "is not an item count"),
+        ('{"1": [{"id": "00001"}]}', "is not a metadata path"),
+        ('{"1": ["data/metadata/00001.json"]', "not valid JSON"),
+    ],
+    ids=["deep", "long-key", "entry-not-a-path", "cut-short"],
+)
+def test_a_bad_file_list_is_a_data_error_naming_it(
+    tmp_path: Path, content: str, message: str
+) -> None:
+    path = tmp_path / "file_list.json"
+    path.write_text(content)
+    with pytest.raises(DataError) as err:
+        read_file_list(path)
+    assert str(err.value).startswith(str(path)) and message in str(err.value)
+    with pytest.raises(DataError, match="no such file list"):
+        read_file_list(tmp_path / "absent.json")

@@ -50,19 +50,29 @@ def bucket(sample_dir: Path) -> Iterator[SimpleNamespace]:
         "90007": (2, photo, json.dumps(odd_items).encode()),  # items add up to 3
         "90008": (3, photo, b"{not json"),
     }
+    deep = b'{"EXPECTED_QUANTITY": 3, "BIN_FCSKU_DATA": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    long_number = b"9" * 400
+    hostile = {  # one bad object each, none of which may stop the run
+        "90101": (3, photo, deep),  # RecursionError in json.loads
+        "90102": (3, photo, b'{"EXPECTED_QUANTITY": ' + long_number + b"}"),  # OverflowError
+        "90103": (3, photo, b'{"EXPECTED_QUANTITY": 3, "BIN_FCSKU_DATA": {"A1": {"quantity": '
+                  + long_number + b"}}}"),  # an absurd item quantity: unknown, the bin is fine
+        "9" * 300: (3, photo, meta3),  # File name too long
+    }
     with LocalS3() as s3:
         client = s3.public_bucket(BUCKET)
         put_bins(client, BUCKET, sample_dir, list(good))
         # Ids are strings: 1000 and 01000 are different bins with different counts.
         put_bins(client, BUCKET, sample_dir, [spare[2][0], spare[4][0]],
                  rename={spare[2][0]: "1000", spare[4][0]: "01000"})
-        for image_id, (_, image, meta) in synthetic.items():
+        for image_id, (_, image, meta) in {**synthetic, **hostile}.items():
             client.put_object(Bucket=BUCKET, Key=f"bin-images/{image_id}.jpg", Body=image)
             client.put_object(Bucket=BUCKET, Key=f"metadata/{image_id}.json", Body=meta)
         yield SimpleNamespace(
             url=s3.url, client=client, good=good, sample=sample_dir,
             twins={"1000": (spare[2][0], 2), "01000": (spare[4][0], 4)},
             synthetic={i: c for i, (c, _, _) in synthetic.items()},
+            hostile={i: c for i, (c, _, _) in hostile.items()},
         )
 
 
@@ -283,3 +293,38 @@ def test_prepare_data_uploads_and_prints_the_training_channel(
     assert len(listed) == 22
     assert prepare_data(cfg) == 0
     assert "Uploaded 0 files (0.0 MB), 22 already there." in capsys.readouterr().out
+
+
+def test_unparseable_or_unstorable_objects_are_rejected_and_the_run_goes_on(
+    bucket: SimpleNamespace, make_cfg: Callable[..., DictConfig], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    labels = {**dict(list(bucket.good.items())[:5]), **bucket.hostile}
+    assert prepare_data(prepare_cfg(make_cfg, tmp_path, bucket.url, labels)) == 0
+    out = capsys.readouterr().out
+    data = tmp_path / "abid"
+    reasons = {p.name: p.read_text() for p in (data / "rejected").glob("*.reason.txt")}
+    assert "nested too deeply" in reasons["90101.json.reason.txt"]
+    assert "EXPECTED_QUANTITY must be a non-negative integer" in reasons["90102.json.reason.txt"]
+    assert "is 300 characters" in out and "3 bins rejected" in out
+    kept = read_file_list(data / "file_list.json")
+    assert set(kept) == set(labels) - {"90101", "90102", "9" * 300}
+    assert {e["id"] for e in load_manifest(data / "splits.json")["images"]} == set(kept)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+     (b'{"1": [["data/metadata/00001.json"]]}', "is not a metadata path")],
+    ids=["deep", "entry-not-a-path"],
+)
+def test_only_a_bad_file_list_stops_the_run_with_exit_2(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    content: bytes, message: str,
+) -> None:
+    cfg = prepare_cfg(make_cfg, tmp_path, "http://127.0.0.1:9", {"00001": 1})
+    Path(cfg.prepare.file_list).write_bytes(content)
+    assert prepare_data(cfg) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {cfg.prepare.file_list}: ") and message in err
+    assert "Traceback" not in err and not (tmp_path / "abid" / "images").exists()
