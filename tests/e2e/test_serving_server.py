@@ -1,17 +1,20 @@
 """``scripts/serve.py`` as its own process on 127.0.0.1, as a user runs it: it answers the
 endpoint contract with the handlers' answers, takes its settings from the command line, keeps
-serving after a bad request, logs one line per request, drains on SIGTERM, and a bad setting
-stops it with exit 2. The app's full HTTP contract: tests/serving/test_server.py."""
+serving after a bad request, refuses a 1x39M strip in time and memory while serving others,
+logs one line per request, drains on SIGTERM and exits 0, and a bad setting or a broken model
+stops it (and predict) with exit 2 and one line. The app's full HTTP contract:
+tests/serving/test_server.py."""
 
 from __future__ import annotations
 
 import json
-import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -21,7 +24,14 @@ from bincount.serving import handlers
 from tests.support.net import free_port
 from tests.support.paths import SCRIPTS
 from tests.support.servers import SERVE_SCRIPT, ServerProcess, running_server
-from tests.support.serving import MAX_BYTES, SAMPLE_IDS, make_model_dir
+from tests.support.serving import (
+    MAX_BYTES,
+    SAMPLE_IDS,
+    make_model_dir,
+    nan_model_dir,
+    strip_png,
+    wrong_arch_model_dir,
+)
 
 pytestmark = pytest.mark.slow  # each test here starts Python processes that import torch
 
@@ -105,8 +115,8 @@ def test_sigterm_finishes_the_request_in_flight(
         response = b""
         while chunk := sock.recv(65536):
             response += chunk
-        # uvicorn re-raises the signal once it has shut down, as a process manager expects.
-        assert server.process.wait(30) in (0, -signal.SIGTERM)
+        assert server.process.wait(30) == 0  # a clean drain
+
     status_line, _, rest = response.partition(b"\r\n")
     assert status_line == b"HTTP/1.1 200 OK", response[:300]
     assert json.loads(rest.split(b"\r\n\r\n", 1)[1])["model"] == "tiny/1"
@@ -138,3 +148,75 @@ def test_predict_script_against_the_server_url(
     rows = json.loads((tmp_path / "run" / "predictions.json").read_text())
     assert [Path(row["image"]).stem for row in rows] == list(SAMPLE_IDS)
     assert all(row["model"] == "tiny/1" for row in rows)
+
+
+def rss_mb(pid: int) -> float:
+    """The resident memory of process ``pid`` in MB, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def test_1x39m_strips_are_refused_in_time_without_memory_and_hold_nobody_up(
+    server: ServerProcess, jpegs: dict[str, bytes]
+) -> None:
+    strip, photo = strip_png(), jpegs[SAMPLE_IDS[0]]
+    assert len(strip) < 80_000
+    assert post(server, photo, {"Content-Type": "image/jpeg"}).status_code == 200  # warm
+    before = peak = rss_mb(server.process.pid)
+    done = threading.Event()
+
+    def watch() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, rss_mb(server.process.pid))
+            time.sleep(0.01)
+
+    def timed(body: bytes, content_type: str) -> tuple[int, float]:
+        start = time.perf_counter()
+        answer = post(server, body, {"Content-Type": content_type})
+        return answer.status_code, time.perf_counter() - start
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            strips = [pool.submit(timed, strip, "image/png") for _ in range(3)]
+            time.sleep(0.05)
+            normal = pool.submit(timed, photo, "image/jpeg")
+            results = [future.result() for future in strips]
+            normal_status, normal_s = normal.result()
+    finally:
+        done.set()
+        watcher.join()
+    assert [status for status, _ in results] == [400, 400, 400]
+    assert max(seconds for _, seconds in results) < 2, results
+    assert normal_status == 200 and normal_s < 2, normal_s
+    assert peak - before < 300, (before, peak)
+
+
+def test_sigterm_when_idle_exits_0(model_dir: Path, tmp_path: Path) -> None:
+    with running_server(model_dir, tmp_path) as server:
+        assert server.stop() == 0, server.log()[-2000:]
+    assert "Finished server process" in server.log()
+
+
+@pytest.mark.parametrize("script", ["serve.py", "predict.py"])
+@pytest.mark.parametrize("damage", ["nan", "wrong-arch"])
+def test_a_broken_model_stops_the_script_with_one_line_naming_the_file(
+    script: str, damage: str, sample_dir: Path, tmp_path: Path
+) -> None:
+    model = tmp_path / "model"
+    nan_model_dir(model) if damage == "nan" else wrong_arch_model_dir(model)
+    args = [f"serve.port={free_port()}"] if script == "serve.py" else [
+        f"images=[{sample_dir / 'images' / (SAMPLE_IDS[0] + '.jpg')}]"]
+    done = subprocess.run(
+        [sys.executable, str(SCRIPTS / script), f"model_dir={model}",
+         f"paths.log_dir={tmp_path / 'logs'}", *args],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 2, done.stderr[-3000:]
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"error: {model / 'model.pt'}")
+    assert ("NaN or infinite" if damage == "nan" else "arch resnet50") in line

@@ -23,10 +23,10 @@ from tests.support.serving import (
     bomb_png,
     crafted_model_dir,
     huge_png,
-    make_model_dir,
     nan_model_dir,
     png_bytes,
     strip_png,
+    torch_only_model_dir,
     wrong_arch_model_dir,
 )
 
@@ -210,7 +210,7 @@ def test_a_model_with_non_finite_weights_is_refused_naming_the_file(tmp_path: Pa
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "wrong-arch"])
 def test_a_bad_model_pt_is_one_line_naming_the_file(tmp_path: Path, damage: str) -> None:
-    model_dir = make_model_dir(tmp_path / damage)
+    model_dir = torch_only_model_dir(tmp_path / damage)
     weights = model_dir / "model.pt"
     if damage == "garbage":
         weights.write_bytes(b"not torch at all " * 10)

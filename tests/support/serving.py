@@ -39,9 +39,17 @@ def make_model_dir(path: Path, seed: int = 0) -> Path:
     return export_model(net, spec, path)
 
 
-def nan_model_dir(path: Path) -> Path:
-    """An exported model whose head holds a NaN (what a diverged run used to export)."""
+def torch_only_model_dir(path: Path) -> Path:
+    """An exported model without ``model.onnx`` (as an export before ONNX, or whose ONNX check
+    failed, leaves it): ``model.pt`` is what serves."""
     make_model_dir(path)
+    (path / "model.onnx").unlink(missing_ok=True)
+    return path
+
+
+def nan_model_dir(path: Path) -> Path:
+    """A torch-only model whose head holds a NaN (what a diverged run used to export)."""
+    torch_only_model_dir(path)
     weights = torch.load(path / "model.pt", weights_only=True)
     weights["fc.weight"][0, 0] = float("nan")
     torch.save(weights, path / "model.pt")
@@ -49,8 +57,8 @@ def nan_model_dir(path: Path) -> Path:
 
 
 def wrong_arch_model_dir(path: Path) -> Path:
-    """resnet18 weights beside a model.json that says resnet50."""
-    make_model_dir(path)
+    """resnet18 weights beside a model.json that says resnet50 (torch-only)."""
+    torch_only_model_dir(path)
     spec = json.loads((path / "model.json").read_text())
     (path / "model.json").write_text(json.dumps({**spec, "arch": "resnet50"}))
     return path
@@ -67,8 +75,8 @@ class _RunsCode:
 
 
 def crafted_model_dir(path: Path, marker: Path) -> Path:
-    """A model.pt whose unpickling would create ``marker``."""
-    make_model_dir(path)
+    """A torch-only model whose model.pt, unpickled, would create ``marker``."""
+    torch_only_model_dir(path)
     torch.save({"fc.weight": _RunsCode(marker)}, path / "model.pt")
     return path
 
