@@ -134,7 +134,9 @@ def _train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
 def _failure(trainer: pl.Trainer, callbacks: list[Any],
              checkpoint: ModelCheckpoint | None) -> str | None:
     """Why the fit left no usable model, or None."""
-    stopped = [c.name for c in callbacks if isinstance(c, Rule) and c.fired and c.stop_training]
+    # Early stopping (Overtraining, Overfit) keeps the best checkpoint; the others are failures.
+    stopped = [c.name for c in callbacks if isinstance(c, Rule) and c.fired and c.stop_training
+               and c.stop_is_failure]
     if stopped:
         return f"rule {', '.join(stopped)} stopped training at step {trainer.global_step}"
     if checkpoint is None:
