@@ -6,14 +6,13 @@ SageMaker SDK) loads on first use, so the local server and the handlers never im
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 __all__ = ["ImagePredictor"]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "ImagePredictor":
-        from bincount.serving.predictor import ImagePredictor
-
-        return ImagePredictor
+    if name == "ImagePredictor":  # by name: model.tar.gz ships the handlers' imports, not this
+        return importlib.import_module("bincount.serving.predictor").ImagePredictor
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,7 +1,8 @@
 """Deploy an exported model as a SageMaker PyTorch inference endpoint (SDK v2), or tear one down.
 
-The SDK repacks ``model.tar.gz`` (weights + spec) with ``code/`` (the handlers as
-``inference.py``, the ``bincount`` modules they import, ``requirements.txt``) and uploads it to
+The SDK repacks ``model.tar.gz`` (``deploy.runtime``'s model file + spec) with ``code/`` (the
+handlers as ``inference.py``, the ``bincount`` modules they import, ``requirements.txt``, with
+``onnxruntime`` for the ONNX runtimes) and uploads it to
 ``s3://<deploy.bucket>/<deploy.prefix>/<endpoint name>/model.tar.gz``: the layout the PyTorch
 inference image expects under ``/opt/ml/model``.
 """
@@ -21,6 +22,7 @@ from bincount.aws import make_session, quiet_sdk
 from bincount.errors import BincountError, expect_bool
 from bincount.models.export import ModelSpec
 from bincount.serving.package import ENTRY_POINT, check_model_dir, stage_code, weights_archive
+from bincount.serving.runtimes import RUNTIME_ENV, choose_runtime
 from bincount.serving.settings import DeleteSettings, DeploySettings
 
 if TYPE_CHECKING:
@@ -36,6 +38,12 @@ def endpoint_name_for(spec: ModelSpec, now: datetime | None = None) -> str:
     return f"{stem or 'bincount'}-{stamp}"
 
 
+def is_gpu_instance(instance_type: str) -> bool:
+    """``ml.g5.xlarge``, ``ml.p4d.24xlarge``: a GPU instance family (g*, p*)."""
+    family = instance_type.removeprefix("ml.").split(".", 1)[0]
+    return family[:1] in ("g", "p")
+
+
 def deploy_model(cfg: DictConfig, session: Session | None = None) -> ImagePredictor:
     """Pack, upload and deploy ``cfg.model_dir``; returns a predictor for the new endpoint."""
     settings = DeploySettings.from_cfg(cfg)
@@ -48,9 +56,12 @@ def deploy_model(cfg: DictConfig, session: Session | None = None) -> ImagePredic
 
     name = settings.endpoint_name or endpoint_name_for(spec)
     bucket, prefix = settings.bucket, settings.prefix
+    runtime = choose_runtime(settings.model_dir, settings.runtime, key="deploy.runtime",
+                             gpu=is_gpu_instance(settings.instance_type))
+    print(f"runtime: {runtime}", flush=True)
     with tempfile.TemporaryDirectory(prefix="bincount-deploy-") as tmp:
-        archive = weights_archive(settings.model_dir, Path(tmp) / "model.tar.gz")
-        code_dir = stage_code(Path(tmp) / "code")
+        archive = weights_archive(settings.model_dir, Path(tmp) / "model.tar.gz", runtime)
+        code_dir = stage_code(Path(tmp) / "code", runtime)
         model = PyTorchModel(
             model_data=f"file://{archive}",
             role=settings.role,
@@ -59,7 +70,7 @@ def deploy_model(cfg: DictConfig, session: Session | None = None) -> ImagePredic
             framework_version=settings.framework_version,
             py_version=settings.py_version,
             code_location=f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}",
-            env=settings.limits.to_env(),
+            env={**settings.limits.to_env(), RUNTIME_ENV: runtime},
             predictor_cls=ImagePredictor,
             name=name,
             sagemaker_session=session,

@@ -6,6 +6,11 @@ The SageMaker PyTorch inference toolkit imports this file as ``code/inference.py
 (``sagemaker_inference.errors``) where the toolkit is installed, so it answers 4xx there too;
 without it, stand-ins with the same attributes (``status_code``, ``message``, ``phrase``) are used.
 
+What runs the network comes from the environment too (:mod:`bincount.serving.runtimes`):
+``BINCOUNT_RUNTIME`` (``auto``, ``torch``, ``onnx`` or ``int8``; ``auto``: the fastest runtime in
+the model directory that passed its check) and ``BINCOUNT_THREADS``. Every runtime gets the same
+preprocessing and gives the same JSON.
+
 Request limits come from the environment (the endpoint's ``env`` on SageMaker, set from
 ``conf/limits/default.yaml`` by deploy, serve and predict): ``BINCOUNT_MAX_REQUEST_BYTES``,
 ``BINCOUNT_MAX_IMAGE_PIXELS``, ``BINCOUNT_MAX_IMAGE_SIDE``, ``BINCOUNT_MAX_ASPECT_RATIO`` and
@@ -34,6 +39,13 @@ from torch import nn
 from bincount.data.abid import DataError
 from bincount.data.transforms import eval_transform
 from bincount.models.export import WEIGHTS_FILE, ModelSpec, load_model, load_spec
+from bincount.serving.runtimes import (
+    Runtime,
+    TorchRuntime,
+    load_runtime,
+    runtime_from_env,
+    set_threads,
+)
 
 try:  # inside the SageMaker inference container (or wherever the toolkit is installed)
     from sagemaker_inference.errors import BaseInferenceToolkitError, UnsupportedFormatError
@@ -138,29 +150,43 @@ def _env_number(name: str, fallback: Any, kind: type = int) -> Any:
 
 @dataclass(frozen=True)
 class Model:
-    """What ``model_fn`` loads: the net in eval mode (on the GPU if there is one), its spec and
-    its evaluation transform."""
+    """What ``model_fn`` loads: the runtime that runs the net (PyTorch in eval mode, on the GPU
+    if there is one, or ONNX Runtime), the spec and its evaluation transform."""
 
-    net: nn.Module
+    runtime: Runtime
     spec: ModelSpec
     transform: Callable[[Image.Image], torch.Tensor]
-    device: torch.device
 
     @property
     def label(self) -> str:
         return f"{self.spec.name}/{self.spec.version}"
 
 
-def model_fn(model_dir: str) -> Model:
-    """Load ``model.json`` + ``model.pt`` (``weights_only=True``) from the model directory.
+def model_fn(model_dir: str, runtime: str | None = None, threads: int | None = None) -> Model:
+    """Load ``model.json`` and a runtime from the model directory: ``runtime`` and ``threads``
+    as chosen by the local server or predict, or (the SageMaker toolkit passes only the
+    directory) from ``BINCOUNT_RUNTIME`` (default: the fastest that passed its check) and
+    ``BINCOUNT_THREADS``. ``model.pt`` loads ``weights_only=True``.
 
     A file that is not the weights ``model.json`` describes, or weights that are not all finite,
     is refused with a one-line :class:`DataError` naming the file.
     """
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    net, spec = load_checked(Path(model_dir), device)
+    directory = Path(model_dir)
+    if runtime is None or threads is None:
+        from_env, env_threads = runtime_from_env(directory)
+        runtime, threads = runtime or from_env, threads or env_threads
+    name = runtime
+    set_threads(name, threads)  # this thread's; the local server's inference thread sets its own
+    loaded: Runtime
+    if name == "torch":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        net, spec = load_checked(directory, device)
+        loaded = TorchRuntime(net=net.to(device), device=device)
+    else:
+        spec = load_spec(directory)
+        loaded = load_runtime(directory, name, threads)
     transform = eval_transform(spec.image_size, spec.mean, spec.std)
-    return Model(net=net.to(device), spec=spec, transform=transform, device=device)
+    return Model(runtime=loaded, spec=spec, transform=transform)
 
 
 def load_checked(model_dir: Path, device: torch.device) -> tuple[nn.Module, ModelSpec]:
@@ -314,10 +340,8 @@ def decode_image(data: bytes, limits: Limits) -> Image.Image:
 def predict_fn(data: Image.Image | Sequence[Image.Image], model: Model) -> list[dict[str, Any]]:
     """One forward pass over one image or a batch of images; one result dict per image."""
     images = [data] if isinstance(data, Image.Image) else list(data)
-    batch = torch.stack([model.transform(image) for image in images]).to(model.device)
-    with torch.inference_mode():
-        probabilities = torch.softmax(model.net(batch), dim=1).cpu()
-    return [result(row, model) for row in probabilities.tolist()]
+    batch = torch.stack([model.transform(image) for image in images])
+    return [result(row, model) for row in model.runtime.probabilities(batch).tolist()]
 
 
 def result(probabilities: Sequence[float], model: Model) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from bincount.errors import BincountError
 from bincount.files import write_json_atomic
 from bincount.serving import handlers
 from bincount.serving.package import check_model_dir
+from bincount.serving.runtimes import choose_runtime, usable_cpus
 from bincount.serving.settings import PredictSettings
 
 IMAGE_SUFFIXES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
@@ -55,9 +56,12 @@ def _chunks(paths: Sequence[Path], size: int) -> Iterable[Sequence[Path]]:
         yield paths[start : start + size]
 
 
-def predict_local(model_dir: Path, paths: Sequence[Path], batch_size: int) -> list[Row]:
-    """Run the handlers here, ``batch_size`` images per forward pass; rows in input order."""
-    model = handlers.model_fn(str(model_dir))
+def predict_local(
+    model_dir: Path, paths: Sequence[Path], batch_size: int, runtime: str
+) -> list[Row]:
+    """Run the handlers here on ``runtime``, ``batch_size`` images per forward pass; rows in
+    input order."""
+    model = handlers.model_fn(str(model_dir), runtime, usable_cpus())
     rows: list[Row] = []
     for chunk in _chunks(paths, batch_size):
         chunk_rows: list[Row] = [{"image": str(path)} for path in chunk]
@@ -122,11 +126,14 @@ def predict(cfg: DictConfig) -> list[Row]:
     """Predict every image; print a table; write ``predictions.json`` to the run's output dir."""
     settings = PredictSettings.from_cfg(cfg)
     paths = collect_images(settings.images)
+    source = settings.source
     if settings.model_dir is not None:
         check_model_dir(settings.model_dir)
+        runtime = choose_runtime(settings.model_dir, settings.runtime, key="predict.runtime")
         # The handlers read their limits from the environment, as on an endpoint.
         os.environ.update(settings.limits.to_env())
-        rows = predict_local(settings.model_dir, paths, settings.batch_size)
+        rows = predict_local(settings.model_dir, paths, settings.batch_size, runtime)
+        source = f"{source}, runtime {runtime}"
     else:
         from bincount.aws import make_session
         from bincount.serving.predictor import ImagePredictor
@@ -141,7 +148,7 @@ def predict(cfg: DictConfig) -> list[Row]:
             return predictor.predict(data, initial_args={"ContentType": content_type})
 
         rows = predict_remote(call, paths, settings.source)
-    render(rows, settings.source)
+    render(rows, source)
     out = Path(cfg.paths.output_dir) / PREDICTIONS_FILE
     write_json_atomic(out, rows)
     print(f"predictions: {out}", flush=True)

@@ -25,7 +25,6 @@ from contextlib import asynccontextmanager
 from http import HTTPStatus
 from typing import Any
 
-import torch
 import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
@@ -38,17 +37,16 @@ from bincount.serving import handlers
 from bincount.serving.batching import MicroBatcher
 from bincount.serving.http import DrainingServer, header_timeout_protocol
 from bincount.serving.package import check_model_dir
+from bincount.serving.runtimes import (
+    AUTO,
+    choose_runtime,
+    set_threads,
+    usable_cpus,
+)
 from bincount.serving.settings import ServeSettings
 
 log = logging.getLogger("bincount.serving")
-
-
-def usable_cpus() -> int:
-    """The cores this process may run on (a container's CPU set, not the host's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+__all__ = ["create_app", "serve", "usable_cpus"]
 
 
 CLIENT_CLOSED = 499  # nginx's "client closed request": logged, never sent
@@ -91,18 +89,20 @@ def create_app(settings: ServeSettings) -> FastAPI:
     """The ASGI app for ``settings.model_dir``, whose model is loaded here (a bad one stops the
     caller with a one-line :class:`~bincount.data.abid.DataError`). The handlers read the request
     limits from the environment (as on a SageMaker endpoint), so the settings' limits are
-    exported to this process's environment. ``app.state.cut_off`` counts the requests a shutdown
-    cancelled."""
+    exported to this process's environment; the runtime chosen from ``serve.runtime`` is passed
+    to ``model_fn``. ``app.state.cut_off`` counts the requests a shutdown cancelled."""
     model_dir = settings.model_dir
     check_model_dir(model_dir)
-    os.environ.update(settings.limits.to_env())
     threads = settings.torch_threads or usable_cpus()
-    model = handlers.model_fn(str(model_dir))
+    runtime = choose_runtime(model_dir, settings.runtime)  # refused here, naming serve.runtime
+    os.environ.update(settings.limits.to_env())
+    model = handlers.model_fn(str(model_dir), runtime, threads)
+    why = " (auto: the fastest that passed its check)" if settings.runtime == AUTO else ""
     state: dict[str, Any] = {}
     admitted = 0  # requests between admission and answer
 
-    def inference_thread_setup() -> None:
-        torch.set_num_threads(threads)
+    def inference_thread_setup() -> None:  # one pool runs the net (see serving.runtimes)
+        set_threads(model.runtime.name, threads)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -121,9 +121,11 @@ def create_app(settings: ServeSettings) -> FastAPI:
         await batcher.submit(Image.new("RGB", (size, size)))  # warm-up: first request is not slow
         state.update(model=model, batcher=batcher, decoder=decoder)
         log.info(
-            "model %s loaded from %s; batching %s (max %d, wait %.1f ms), %d torch threads",
-            model.label, model_dir, "on" if settings.batching else "off",
-            batcher.max_batch_size, batcher.max_wait_s * 1000, threads,
+            "model %s loaded from %s; runtime %s%s, %d threads; batching %s (max %d, "
+            "wait up to %.1f ms for requests on their way)",
+            model.label, model_dir, model.runtime.name, why, threads,
+            "on" if settings.batching else "off", batcher.max_batch_size,
+            batcher.max_wait_s * 1000,
         )
         try:
             yield
@@ -203,13 +205,15 @@ def create_app(settings: ServeSettings) -> FastAPI:
                 read_body(request, settings.limits.max_request_bytes), body_s)
         except TimeoutError:
             return error_response(408, f"the request body did not arrive within {body_s:g} s")
+        batcher = state["batcher"]
         try:
-            image = await asyncio.wait_for(
-                loop.run_in_executor(state["decoder"], handlers.input_fn, body, content_type),
-                deadline - loop.time(),
-            )
-            prediction = await asyncio.wait_for(
-                state["batcher"].submit(image), deadline - loop.time())
+            with batcher.arriving():  # a batch being collected may wait for this image
+                image = await asyncio.wait_for(
+                    loop.run_in_executor(state["decoder"], handlers.input_fn, body, content_type),
+                    deadline - loop.time(),
+                )
+                queued = batcher.enqueue(image)
+            prediction = await asyncio.wait_for(queued, deadline - loop.time())
             payload, media_type = handlers.output_fn([prediction], accept)
         except TimeoutError:
             return busy(f"the request was not answered within {settings.request_timeout_s:g} s "
@@ -245,7 +249,6 @@ def serve(cfg: DictConfig) -> None:
     """Run the local endpoint until SIGINT/SIGTERM; in-flight requests finish first, then the
     process exits 0 (1 if the graceful timeout cut requests off or the server did not start)."""
     settings = ServeSettings.from_cfg(cfg)
-    torch.set_num_threads(settings.torch_threads or usable_cpus())
     app = create_app(settings)
     server = DrainingServer(server_config(app, settings))
     log.info("serving %s on http://%s:%d", settings.model_dir, settings.host, settings.port)

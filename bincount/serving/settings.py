@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from bincount.errors import BincountError, expect_bool, expect_int
 from bincount.serving.handlers import Limits
+from bincount.serving.runtimes import CHOICES
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")  # uvicorn's
 
@@ -42,6 +43,14 @@ def required(key: str, value: object, what: str) -> str:
     return text
 
 
+def runtime_choice(key: str, value: object) -> str:
+    """``serve.runtime`` & co.: auto, torch, onnx or int8."""
+    text = str(value).strip().lower()
+    if text not in CHOICES:
+        raise BincountError(f"{key}: expected one of {', '.join(CHOICES)}, got {value!r}")
+    return text
+
+
 def limits_from_cfg(limits: Mapping[str, Any]) -> Limits:
     """``cfg.limits`` (conf/limits/default.yaml): the request limits of the handlers."""
     return Limits(
@@ -62,7 +71,8 @@ class ServeSettings:
     host: str
     port: int  # 0: any free port
     log_level: str
-    torch_threads: int | None  # None: every core this process may use
+    runtime: str  # auto, torch, onnx or int8
+    torch_threads: int | None  # the runtime's intra-op threads; None: every usable core
     batching: bool
     max_batch_size: int
     max_wait_ms: float
@@ -93,6 +103,7 @@ class ServeSettings:
             host=required("serve.host", serve.host, "the address to listen on"),
             port=expect_int("serve.port", serve.port, 0),
             log_level=log_level,
+            runtime=runtime_choice("serve.runtime", serve.runtime),
             torch_threads=None if threads is None else expect_int(
                 "serve.torch_threads", threads, 1),
             batching=expect_bool("serve.batching.enabled", batching.enabled),
@@ -128,6 +139,7 @@ class DeploySettings:
     instance_count: int
     framework_version: str
     py_version: str
+    runtime: str  # auto, torch, onnx or int8: what model.tar.gz carries and the endpoint runs
     wait: bool
     limits: Limits
 
@@ -150,6 +162,7 @@ class DeploySettings:
             framework_version=required("deploy.framework_version", d.framework_version,
                                        "the SageMaker PyTorch inference image version"),
             py_version=required("deploy.py_version", d.py_version, "e.g. py312"),
+            runtime=runtime_choice("deploy.runtime", d.runtime),
             wait=expect_bool("deploy.wait", d.wait),
             limits=limits_from_cfg(cfg.limits),
         )
@@ -182,6 +195,7 @@ class PredictSettings:
     url: str | None
     region: str | None
     batch_size: int
+    runtime: str  # with model_dir: auto, torch, onnx or int8
     limits: Limits
 
     @classmethod
@@ -209,6 +223,7 @@ class PredictSettings:
             url=sources["predict.url"],
             region=optional_text(p.region),
             batch_size=expect_int("predict.batch_size", p.batch_size, 1),
+            runtime=runtime_choice("predict.runtime", p.runtime),
             limits=limits_from_cfg(cfg.limits),
         )
 

@@ -83,3 +83,44 @@ def test_a_failing_batch_fails_its_requests_and_the_next_batch_still_runs() -> N
     first, after = asyncio.run(scenario())
     assert all(isinstance(outcome, ValueError) for outcome in first)
     assert after == 20
+
+
+def test_a_lone_request_on_an_idle_queue_runs_at_once() -> None:
+    """Nothing is on its way, so nothing is waited for, however long max_wait is."""
+    run = Recorder()
+
+    async def lone() -> float:
+        batcher = MicroBatcher(run, max_batch_size=8, max_wait_s=30.0)
+        batcher.start()
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        assert await batcher.submit(3) == 30
+        elapsed = loop.time() - start
+        await batcher.stop()
+        return elapsed
+
+    assert asyncio.run(lone()) < 5.0  # a fixed delay would be 30 s
+    assert run.sizes == [1]
+
+
+def test_a_batch_waits_for_a_request_announced_on_its_way() -> None:
+    run = Recorder()
+
+    async def scenario() -> list[int]:
+        batcher = MicroBatcher(run, max_batch_size=8, max_wait_s=30.0)
+        batcher.start()
+
+        async def slow_decode() -> int:
+            with batcher.arriving():
+                await asyncio.sleep(0.2)  # decoding its image
+                queued = batcher.enqueue(2)
+            return await queued
+
+        second = asyncio.create_task(slow_decode())
+        await asyncio.sleep(0)  # the announcement is made
+        results = [await batcher.submit(1), await second]
+        await batcher.stop()
+        return results
+
+    assert asyncio.run(scenario()) == [10, 20]
+    assert run.sizes == [2]  # one forward pass for both

@@ -81,7 +81,8 @@ def test_deploy_uploads_the_artifact_creates_the_endpoint_and_delete_removes_it(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     session, sent = captured_session
-    cfg = deploy_cfg(make_cfg, f"model_dir={model_dir}", "limits.max_request_bytes=123456")
+    cfg = deploy_cfg(make_cfg, f"model_dir={model_dir}", "limits.max_request_bytes=123456",
+                     "deploy.runtime=torch")
 
     predictor = deploy_model(cfg, session)
 
@@ -99,6 +100,7 @@ def test_deploy_uploads_the_artifact_creates_the_endpoint_and_delete_removes_it(
     assert container["Environment"]["SAGEMAKER_SUBMIT_DIRECTORY"] == "/opt/ml/model/code"
     assert container["Environment"][handlers.MAX_REQUEST_BYTES_ENV] == "123456"
     assert container["Environment"][handlers.MAX_IMAGE_PIXELS_ENV] == "40000000"
+    assert container["Environment"]["BINCOUNT_RUNTIME"] == "torch"
     (variant,) = sent["CreateEndpointConfig"]["ProductionVariants"]
     assert variant["ModelName"] == ENDPOINT
     assert variant["InstanceType"] == "ml.m5.large"
@@ -124,7 +126,9 @@ def test_deploy_uploads_the_artifact_creates_the_endpoint_and_delete_removes_it(
         }
     assert {"model.pt", "model.json", "code/inference.py", "code/requirements.txt"} <= names
     assert "code/bincount/models/export.py" in names  # what inference.py imports
-    assert not any(name.startswith("code/bincount/serving") for name in names)
+    assert {n for n in names if n.startswith("code/bincount/serving")} == {
+        "code/bincount/serving/__init__.py", "code/bincount/serving/runtimes.py"}
+    assert "model.onnx" not in names  # the artifact carries the chosen runtime only
     assert_runtime_only(files)
     assert files["code/inference.py"] == Path(handlers.__file__).read_bytes()
     assert json.loads(files["model.json"]) == json.loads((model_dir / "model.json").read_text())

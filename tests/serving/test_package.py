@@ -1,6 +1,6 @@
 """The model archive's contents: ``code/inference.py`` is the handlers, ``code/bincount/`` the
 package modules they import and nothing else (no test fakes, benchmarks or server helpers),
-and the weights archive holds only the weights and spec."""
+and the weights archive holds only the chosen runtime's model file and the spec."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from bincount.serving.package import (
     weights_archive,
 )
 from tests.support.serving import assert_runtime_only, imports_of
+
+ONNX_FILE = "model.onnx"
 
 
 def tree_files(root: Path) -> dict[str, bytes]:
@@ -38,7 +40,10 @@ def test_code_holds_the_handlers_and_only_the_modules_they_import(tmp_path: Path
     assert_runtime_only(files)
     shipped = python_modules(files) - {ENTRY_POINT}
     assert "bincount/models/export.py" in shipped and "bincount/data/transforms.py" in shipped
-    assert not any(name.startswith("bincount/serving") for name in shipped)  # only as inference
+    # serving itself only as inference.py and the runtimes it loads (never server or SDK code)
+    assert {n for n in shipped if n.startswith("bincount/serving")} == {
+        "bincount/serving/__init__.py", "bincount/serving/runtimes.py"}
+    assert "onnxruntime" not in files[REQUIREMENTS].decode()  # the torch image has what it needs
     # Every shipped module is imported by one shipped beside it (nothing extra tags along).
     imported = set()
     for name, data in files.items():
@@ -73,3 +78,17 @@ def test_the_weights_archive_holds_the_weights_and_spec_only(
         assert sorted(tar.getnames()) == [SPEC_FILE, WEIGHTS_FILE]
         assert tar.extractfile(WEIGHTS_FILE).read() == b"weights"  # type: ignore[union-attr]
     assert [p.name for p in out.iterdir()] == ["model.tar.gz"]  # no temporary left
+
+
+def test_an_onnx_artifact_carries_model_onnx_and_installs_onnxruntime(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    import onnxruntime
+
+    tree = stage_model_tree(model_dir, tmp_path / "model", runtime="onnx")
+    assert sorted(p.name for p in tree.iterdir()) == ["code", SPEC_FILE, ONNX_FILE]
+    requirements = (tree / "code" / REQUIREMENTS).read_text().splitlines()
+    assert f"onnxruntime=={onnxruntime.__version__}" in requirements
+    archive = weights_archive(model_dir, tmp_path / "model.tar.gz", runtime="onnx")
+    with tarfile.open(archive) as tar:
+        assert sorted(tar.getnames()) == [SPEC_FILE, ONNX_FILE]
