@@ -33,7 +33,7 @@ CHECKPOINT_SUBDIR = "checkpoints"
 TENSORBOARD_SUBDIR = "output/tensorboard"
 
 # The keys the container sets itself; hyperparameters with these keys are replaced.
-CHECKPOINT_KEY = "callbacks.model_checkpoint.dirpath"
+CHECKPOINT_KEY = "paths.checkpoint_dir"
 TENSORBOARD_KEY = "logger.tensorboard.save_dir"
 
 
