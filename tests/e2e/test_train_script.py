@@ -175,3 +175,35 @@ def test_ddp_on_two_cpu_processes_writes_one_output_dir(tmp_path: Path, cache_di
     assert len(runs) == 1
     assert (runs[0] / "metrics.json").is_file()
     assert (runs[0] / "train_ddp_process_1.log").is_file()  # the second rank logged there too
+
+
+@pytest.mark.slow
+def test_a_second_run_into_the_same_output_dir_exits_2(tmp_path: Path, cache_dir: Path) -> None:
+    out = tmp_path / "shared_run"
+    args = [*script_args(tmp_path, cache_dir, "trainer.max_epochs=20"), f"paths.output_dir={out}"]
+    first = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "train.py"), *args],
+                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / ".bincount.lock").exists() and time.monotonic() < deadline:
+            assert first.poll() is None, "the first run ended early"
+            time.sleep(0.1)
+        second = run_script("train.py", *args, cwd=tmp_path, timeout=120)
+        assert second.returncode == 2, second.stderr[-2000:]
+        assert f"paths.output_dir: {out} is in use by another run (pid {first.pid}" in second.stderr
+        assert "Traceback" not in second.stderr
+    finally:
+        first.kill()
+        first.wait()
+
+
+@pytest.mark.slow
+def test_a_diverging_run_exits_1_and_exports_no_model(tmp_path: Path, cache_dir: Path) -> None:
+    out = tmp_path / "diverged"
+    result = run_script("train.py", *script_args(tmp_path, cache_dir, "model.optimizer.lr=1e6",
+                                                 "trainer.max_epochs=1"),
+                        f"paths.output_dir={out}", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "error: training failed: rule ExplodingTensor stopped training" in result.stderr
+    assert not (out / "model").exists()
+    assert json.loads((out / "metrics.json").read_text())["status"] == "failed"
