@@ -199,8 +199,16 @@ def test_the_shape_limits_come_from_the_environment(monkeypatch: pytest.MonkeyPa
         handlers.input_fn(blank_png(3000, 100), "image/png")
 
 
-def test_a_model_with_non_finite_weights_is_refused_naming_the_file(tmp_path: Path) -> None:
-    model_dir = nan_model_dir(tmp_path / "nan")
+@pytest.fixture(scope="module")
+def torch_only(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A torch-only model directory the broken-model tests copy."""
+    return torch_only_model_dir(tmp_path_factory.mktemp("torch-only") / "model")
+
+
+def test_a_model_with_non_finite_weights_is_refused_naming_the_file(
+    tmp_path: Path, torch_only: Path
+) -> None:
+    model_dir = nan_model_dir(tmp_path / "nan", torch_only)
     with pytest.raises(DataError) as err:
         handlers.model_fn(str(model_dir))
     message = str(err.value)
@@ -209,15 +217,18 @@ def test_a_model_with_non_finite_weights_is_refused_naming_the_file(tmp_path: Pa
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "wrong-arch"])
-def test_a_bad_model_pt_is_one_line_naming_the_file(tmp_path: Path, damage: str) -> None:
-    model_dir = torch_only_model_dir(tmp_path / damage)
+def test_a_bad_model_pt_is_one_line_naming_the_file(
+    tmp_path: Path, torch_only: Path, damage: str
+) -> None:
+    model_dir = torch_only_model_dir(tmp_path / damage, torch_only)
     weights = model_dir / "model.pt"
     if damage == "garbage":
         weights.write_bytes(b"not torch at all " * 10)
     elif damage == "truncated":
         weights.write_bytes(weights.read_bytes()[:4096])
     else:
-        wrong_arch_model_dir(model_dir)
+        model_dir = wrong_arch_model_dir(tmp_path / "wrong", torch_only)
+        weights = model_dir / "model.pt"
     with pytest.raises(DataError) as err:
         handlers.model_fn(str(model_dir))
     message = str(err.value)
@@ -228,9 +239,9 @@ def test_a_bad_model_pt_is_one_line_naming_the_file(tmp_path: Path, damage: str)
         assert "arch resnet50" in message
 
 
-def test_a_crafted_model_pt_runs_no_code(tmp_path: Path) -> None:
+def test_a_crafted_model_pt_runs_no_code(tmp_path: Path, torch_only: Path) -> None:
     marker = tmp_path / "ran"
-    model_dir = crafted_model_dir(tmp_path / "crafted", marker)
+    model_dir = crafted_model_dir(tmp_path / "crafted", marker, torch_only)
     with pytest.raises(DataError, match="never loaded"):
         handlers.model_fn(str(model_dir))
     assert not marker.exists()

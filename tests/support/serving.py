@@ -6,6 +6,7 @@ import ast
 import io
 import json
 import re
+import shutil
 import socket
 import struct
 import zlib
@@ -39,26 +40,30 @@ def make_model_dir(path: Path, seed: int = 0) -> Path:
     return export_model(net, spec, path)
 
 
-def torch_only_model_dir(path: Path) -> Path:
+def torch_only_model_dir(path: Path, source: Path | None = None) -> Path:
     """An exported model without ``model.onnx`` (as an export before ONNX, or whose ONNX check
-    failed, leaves it): ``model.pt`` is what serves."""
+    failed, leaves it): ``model.pt`` is what serves. A copy of ``source`` (one made by this
+    function) when given, which is faster than exporting again."""
+    if source is not None:
+        shutil.copytree(source, path)
+        return path
     make_model_dir(path)
     (path / "model.onnx").unlink(missing_ok=True)
     return path
 
 
-def nan_model_dir(path: Path) -> Path:
+def nan_model_dir(path: Path, source: Path | None = None) -> Path:
     """A torch-only model whose head holds a NaN (what a diverged run used to export)."""
-    torch_only_model_dir(path)
+    torch_only_model_dir(path, source)
     weights = torch.load(path / "model.pt", weights_only=True)
     weights["fc.weight"][0, 0] = float("nan")
     torch.save(weights, path / "model.pt")
     return path
 
 
-def wrong_arch_model_dir(path: Path) -> Path:
+def wrong_arch_model_dir(path: Path, source: Path | None = None) -> Path:
     """resnet18 weights beside a model.json that says resnet50 (torch-only)."""
-    torch_only_model_dir(path)
+    torch_only_model_dir(path, source)
     spec = json.loads((path / "model.json").read_text())
     (path / "model.json").write_text(json.dumps({**spec, "arch": "resnet50"}))
     return path
@@ -74,9 +79,9 @@ class _RunsCode:
         return (Path.touch, (self.marker,))
 
 
-def crafted_model_dir(path: Path, marker: Path) -> Path:
+def crafted_model_dir(path: Path, marker: Path, source: Path | None = None) -> Path:
     """A torch-only model whose model.pt, unpickled, would create ``marker``."""
-    torch_only_model_dir(path)
+    torch_only_model_dir(path, source)
     torch.save({"fc.weight": _RunsCode(marker)}, path / "model.pt")
     return path
 
