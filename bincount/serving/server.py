@@ -11,6 +11,10 @@ at once (one more gets 503 with ``Retry-After``), images are decoded on
 ``serve.queue.decode_threads`` threads, the body must arrive within ``serve.timeouts.body_s``
 (408) and a request still waiting ``serve.timeouts.request_s`` after its headers is answered 503
 with ``Retry-After`` and costs no more work. A client that hangs up is logged as one 499 line.
+
+``GET /metrics`` (``serve.metrics``) exposes Prometheus metrics (:mod:`.metrics`); with
+``serve.capture.enabled`` a sample of the answered requests is written, off the request path, in
+SageMaker's data capture layout (:mod:`.capture`).
 """
 
 from __future__ import annotations
@@ -35,7 +39,9 @@ from starlette.requests import ClientDisconnect
 from bincount.errors import BincountError
 from bincount.serving import handlers
 from bincount.serving.batching import MicroBatcher
+from bincount.serving.capture import CaptureWriter
 from bincount.serving.http import DrainingServer, header_timeout_protocol
+from bincount.serving.metrics import CONTENT_TYPE, Metrics, route_of
 from bincount.serving.package import check_model_dir
 from bincount.serving.runtimes import (
     AUTO,
@@ -100,6 +106,12 @@ def create_app(settings: ServeSettings) -> FastAPI:
     why = " (auto: the fastest that passed its check)" if settings.runtime == AUTO else ""
     state: dict[str, Any] = {}
     admitted = 0  # requests between admission and answer
+    metrics = Metrics(model.label, model.runtime.name, model.spec.counts) \
+        if settings.metrics else None
+    capture = None if settings.capture_dir is None else CaptureWriter(
+        settings.capture_dir, settings.capture_sampling, settings.capture_max_queue)
+    if metrics is not None and capture is not None:
+        metrics.watch_capture(capture)
 
     def inference_thread_setup() -> None:  # one pool runs the net (see serving.runtimes)
         set_threads(model.runtime.name, threads)
@@ -107,7 +119,10 @@ def create_app(settings: ServeSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         def run_batch(images: Sequence[Image.Image]) -> list[dict[str, Any]]:
-            return handlers.predict_fn(images, model)
+            results = handlers.predict_fn(images, model)
+            if metrics is not None and "model" in state:  # not the warm-up
+                metrics.observe_batch(results)
+            return results
 
         batcher: MicroBatcher[Image.Image, dict[str, Any]] = MicroBatcher(
             run_batch,
@@ -120,6 +135,10 @@ def create_app(settings: ServeSettings) -> FastAPI:
         size = model.spec.image_size
         await batcher.submit(Image.new("RGB", (size, size)))  # warm-up: first request is not slow
         state.update(model=model, batcher=batcher, decoder=decoder)
+        if capture is not None:
+            capture.start()
+            log.info("data capture on: %.0f%% of requests to %s", 100 * capture.sampling,
+                     capture.root)
         log.info(
             "model %s loaded from %s; runtime %s%s, %d threads; batching %s (max %d, "
             "wait up to %.1f ms for requests on their way)",
@@ -133,6 +152,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
             state.clear()
             await batcher.stop()
             decoder.shutdown(wait=True, cancel_futures=True)
+            if capture is not None:
+                capture.stop()
             log.info("stopped")
 
     docs = settings.docs
@@ -148,6 +169,9 @@ def create_app(settings: ServeSettings) -> FastAPI:
     ) -> Response:
         start = time.perf_counter()
         response = await call_next(request)
+        if metrics is not None:
+            metrics.observe_request(route_of(request.scope), response.status_code,
+                                    time.perf_counter() - start)
         note = getattr(request.state, "note", "")
         log.info(
             "%s %s %d %.1fms%s", request.method, request.url.path, response.status_code,
@@ -169,6 +193,11 @@ def create_app(settings: ServeSettings) -> FastAPI:
         if "model" not in state:
             return error_response(503, "the model is not loaded")
         return JSONResponse({"status": "ok", "model": state["model"].label})
+
+    if metrics is not None:
+        @app.get("/metrics")
+        async def scrape() -> Response:
+            return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     def busy(message: str) -> Response:
         return error_response(503, message, retry_after_s=settings.retry_after_s)
@@ -223,6 +252,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
         except Exception as err:  # a real server fault: 500, logged, and the server goes on
             log.exception("inference failed")
             return error_response(500, f"internal error: {type(err).__name__}: {err}")
+        if capture is not None:
+            capture.offer(body, content_type or "", payload, media_type)
         return Response(payload, media_type=media_type)
 
     app.add_api_route("/invocations", invoke, methods=["POST"])

@@ -86,6 +86,10 @@ class ServeSettings:
     keep_alive_s: float
     retry_after_s: int
     limits: Limits
+    metrics: bool  # GET /metrics
+    capture_dir: Path | None  # None: data capture off
+    capture_sampling: float
+    capture_max_queue: int
 
     @classmethod
     def from_cfg(cls, cfg: DictConfig) -> ServeSettings:
@@ -122,7 +126,26 @@ class ServeSettings:
                 "serve.timeouts.request_s", timeouts.request_s, 0.001),
             keep_alive_s=expect_number("serve.timeouts.keep_alive_s", timeouts.keep_alive_s, 0),
             limits=limits_from_cfg(cfg.limits),
+            metrics=expect_bool("serve.metrics", serve.metrics),
+            capture_dir=capture_dir(serve.capture),
+            capture_sampling=sampling("serve.capture.sampling", serve.capture.sampling),
+            capture_max_queue=expect_int("serve.capture.max_queue", serve.capture.max_queue, 1),
         )
+
+
+def sampling(key: str, value: object) -> float:
+    """A fraction in (0, 1]."""
+    fraction = expect_number(key, value, 0)
+    if not 0 < fraction <= 1:
+        raise BincountError(f"{key}: expected a fraction in (0, 1], got {value!r}")
+    return fraction
+
+
+def capture_dir(capture: Mapping[str, Any]) -> Path | None:
+    """``serve.capture.dir`` when ``serve.capture.enabled``, else None."""
+    if not expect_bool("serve.capture.enabled", capture["enabled"]):
+        return None
+    return Path(required("serve.capture.dir", capture["dir"], "where captured requests go"))
 
 
 @dataclass(frozen=True)
