@@ -13,7 +13,7 @@ import re
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError
 from omegaconf import DictConfig
@@ -80,9 +80,28 @@ def deploy_model(cfg: DictConfig, session: Session | None = None) -> ImagePredic
             instance_type=settings.instance_type,
             endpoint_name=name,
             wait=settings.wait,
+            data_capture_config=capture_config(settings, name, session),
         )
     print(how_to_call(name, session.boto_region_name, model.repacked_model_data), flush=True)
     return predictor
+
+
+def capture_config(settings: DeploySettings, name: str, session: Session) -> Any:
+    """``deploy.data_capture=true``: SageMaker's DataCaptureConfig (requests and responses,
+    ``deploy.capture_sampling`` percent, to ``deploy.capture_s3_uri``); else None. Its records
+    are what ``scripts/monitor.py capture=s3://...`` reads, as it reads a local capture."""
+    if not settings.data_capture:
+        return None
+    from sagemaker.model_monitor import DataCaptureConfig
+
+    prefix = f"{settings.prefix}/" if settings.prefix else ""
+    destination = settings.capture_s3_uri or \
+        f"s3://{settings.bucket}/{prefix}{name}/datacapture"
+    print(f"data capture: {settings.capture_sampling}% of requests to {destination}", flush=True)
+    return DataCaptureConfig(
+        enable_capture=True, sampling_percentage=settings.capture_sampling,
+        destination_s3_uri=destination, capture_options=["REQUEST", "RESPONSE"],
+        sagemaker_session=session)
 
 
 def how_to_call(name: str, region: str, artifact: str | None) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from bincount.aws import parse_s3_uri
 from bincount.errors import BincountError, expect_bool, expect_int
 from bincount.serving.handlers import Limits
 from bincount.serving.runtimes import CHOICES
@@ -141,6 +142,22 @@ def sampling(key: str, value: object) -> float:
     return fraction
 
 
+def s3_uri(key: str, value: object) -> str | None:
+    """An ``s3://bucket[/prefix]`` (checked, no trailing slash), or None when unset."""
+    if optional_text(value) is None:
+        return None
+    bucket, prefix = parse_s3_uri(value, key)
+    return f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
+
+
+def percentage(key: str, value: object) -> int:
+    """An integer percentage in [1, 100]."""
+    number = expect_int(key, value, 1)
+    if number > 100:
+        raise BincountError(f"{key}: expected a percentage from 1 to 100, got {value!r}")
+    return number
+
+
 def capture_dir(capture: Mapping[str, Any]) -> Path | None:
     """``serve.capture.dir`` when ``serve.capture.enabled``, else None."""
     if not expect_bool("serve.capture.enabled", capture["enabled"]):
@@ -165,6 +182,9 @@ class DeploySettings:
     runtime: str  # auto, torch, onnx or int8: what model.tar.gz carries and the endpoint runs
     wait: bool
     limits: Limits
+    data_capture: bool
+    capture_s3_uri: str | None  # None: s3://<bucket>/<prefix>/<endpoint>/datacapture
+    capture_sampling: int  # percent
 
     @classmethod
     def from_cfg(cls, cfg: DictConfig) -> DeploySettings:
@@ -188,6 +208,9 @@ class DeploySettings:
             runtime=runtime_choice("deploy.runtime", d.runtime),
             wait=expect_bool("deploy.wait", d.wait),
             limits=limits_from_cfg(cfg.limits),
+            data_capture=expect_bool("deploy.data_capture", d.data_capture),
+            capture_s3_uri=s3_uri("deploy.capture_s3_uri", d.capture_s3_uri),
+            capture_sampling=percentage("deploy.capture_sampling", d.capture_sampling),
         )
 
 
