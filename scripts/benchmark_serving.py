@@ -1,23 +1,32 @@
-"""Throughput and p50/p95/p99 latency of the local endpoint at concurrency 1, 8 and 32, with
-micro-batching on and off: `python scripts/benchmark_serving.py
-benchmark.images=../shared/abid/sample/images`.
+"""Throughput and p50/p95/p99 latency of the local endpoint per runtime (torch eager, ONNX Runtime
+fp32, int8), and of TorchServe under the SageMaker PyTorch inference toolkit serving the same
+handlers, at concurrency 1, 8 and 32, side by side in one run:
+`python scripts/benchmark_serving.py benchmark.images=../shared/abid/sample/images
+benchmark.accuracy_model_dir=<a quantized run>/model`.
 
-For each micro-batching setting it starts `scripts/serve.py` as its own process, warms it up,
-then sends a fixed number of real JPEG requests at each concurrency from a thread pool (one
-keep-alive HTTP session per thread). The client runs on the same machine, so it shares the CPU
-with the server. Results: a table and `<output_dir>/benchmark_serving.json`.
+Without `model_dir` the model is an untrained `benchmark.arch` (inference costs the same as a
+trained one), exported with its ONNX model and quantized to int8 on the photos (static QDQ,
+as `scripts/quantize.py` does). Each server is its own process, all up at once, and they take
+turns at each concurrency, so background load hits them alike; the client (one keep-alive HTTP
+session per thread) shares the CPU with them. With `benchmark.accuracy_model_dir` (a model dir
+that `scripts/quantize.py` has checked, e.g. the demo's) each runtime's accuracy on its data's
+test split is measured too, through the same preprocessing. TorchServe runs from the toolkit's
+cached virtualenv (`tests/e2e/test_serving_toolkit.py` makes it; Java is needed), one worker.
+Results: a table and `<output_dir>/benchmark_serving.json`.
 """
 
 from __future__ import annotations
 
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,14 +38,26 @@ from rich.console import Console
 from rich.table import Table
 
 from bincount.cli import hydra_main, run
-from bincount.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from bincount.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
 from bincount.errors import BincountError
 from bincount.files import write_json_atomic
 from bincount.models.backbone import build_resnet
-from bincount.models.export import ModelSpec, export_model
-from bincount.serving.server import usable_cpus
+from bincount.models.export import ModelSpec, export_model, load_spec
+from bincount.models.onnx import INPUT_NAME, INT8_FILE, ONNX_FILE, update_spec_json
+from bincount.serving.handlers import Limits, decode_image
+from bincount.serving.package import stage_model_tree
+from bincount.serving.quantize import (
+    CalibrationReader,
+    predict_split,
+    quantize_onnx,
+    run_data_dir,
+    split_items,
+    split_metrics,
+)
+from bincount.serving.runtimes import load_runtime, usable_cpus
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: tests.support
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: tests.*
+from tests.support.net import free_port  # noqa: E402
 from tests.support.servers import running_server  # noqa: E402
 
 RESULTS_FILE = "benchmark_serving.json"
@@ -44,6 +65,8 @@ RESULTS_FILE = "benchmark_serving.json"
 
 @dataclass(frozen=True)
 class Row:
+    server: str  # bincount (scripts/serve.py) or torchserve (the SageMaker toolkit)
+    runtime: str
     batching: bool
     concurrency: int
     requests: int
@@ -55,15 +78,30 @@ class Row:
     p99_ms: float
 
 
-def untrained_model_dir(b: DictConfig, dest: Path) -> Path:
-    """A randomly initialised model: inference costs the same as a trained one."""
+def preprocess(images: list[bytes], spec: ModelSpec) -> torch.Tensor:
+    transform = eval_transform(spec.image_size, spec.mean, spec.std)
+    limits = Limits.from_env()
+    return torch.stack([transform(decode_image(data, limits)) for data in images])
+
+
+def untrained_model_dir(b: DictConfig, dest: Path, images: list[bytes]) -> Path:
+    """A randomly initialised model with model.onnx and an int8 model calibrated on the photos
+    (accuracy means nothing for it: its int8 record says so and is marked to serve)."""
     counts = [int(count) for count in b.counts]
+    torch.manual_seed(0)
     net = build_resnet(str(b.arch), num_classes=len(counts), pretrained=False)
     spec = ModelSpec(
         arch=str(b.arch), image_size=int(b.image_size), mean=list(IMAGENET_MEAN),
         std=list(IMAGENET_STD), counts=counts, name=f"{b.arch}-untrained", version="benchmark",
     )
-    return export_model(net, spec, dest)
+    calibration = preprocess(images[: int(b.calibration_images)], spec)
+    export_model(net, spec, dest, samples=calibration[:8])
+    batches = iter(calibration.split(8))
+    quantize_onnx(dest / ONNX_FILE, dest / INT8_FILE, CalibrationReader(INPUT_NAME, batches),
+                  per_channel=True)
+    update_spec_json(dest, int8={"file": INT8_FILE, "serve": True, "forced": True,
+                                 "note": "benchmark model (untrained): accuracy not checked"})
+    return dest
 
 
 def load_jpegs(folder: Path, limit: int) -> list[bytes]:
@@ -95,18 +133,90 @@ def drive(url: str, images: list[bytes], count: int, concurrency: int) -> tuple[
     return latencies, len(outcomes) - len(latencies)
 
 
-def measure(url: str, images: list[bytes], count: int, concurrency: int, batching: bool) -> Row:
+def measure(url: str, images: list[bytes], count: int, concurrency: int,
+            key: tuple[str, str, bool]) -> Row:
     start = time.perf_counter()
     latencies, errors = drive(url, images, count, concurrency)
     seconds = time.perf_counter() - start
     if not latencies:
         raise BincountError(f"every request to {url} failed at concurrency {concurrency}")
     p50, p95, p99 = np.percentile(np.array(latencies) * 1000, [50, 95, 99])
+    server, runtime, batching = key
     return Row(
-        batching=batching, concurrency=concurrency, requests=count, errors=errors,
-        seconds=round(seconds, 2), throughput=round(len(latencies) / seconds, 2),
-        p50_ms=round(float(p50), 1), p95_ms=round(float(p95), 1), p99_ms=round(float(p99), 1),
+        server=server, runtime=runtime, batching=batching, concurrency=concurrency,
+        requests=count, errors=errors, seconds=round(seconds, 2),
+        throughput=round(len(latencies) / seconds, 2), p50_ms=round(float(p50), 1),
+        p95_ms=round(float(p95), 1), p99_ms=round(float(p99), 1),
     )
+
+
+@contextmanager
+def torchserve(model_dir: Path, runtime: str, work: Path) -> Iterator[str]:
+    """TorchServe under the SageMaker PyTorch inference toolkit (its ``serving.main()``, as the
+    PyTorch inference image starts it) on the artifact ``deploy.py`` would pack."""
+    from tests.e2e.test_serving_toolkit import toolkit_venv_dir
+
+    venv = toolkit_venv_dir()
+    if not (venv / "ready").is_file():
+        raise BincountError(f"the toolkit's virtualenv {venv} is not made yet: run "
+                            "pytest tests/e2e/test_serving_toolkit.py once, or leave "
+                            "benchmark.torchserve=[]")
+    base = work / f"sagemaker-{runtime}"
+    stage_model_tree(model_dir, base / "model", runtime)
+    (base / "work").mkdir()
+    port = free_port()
+    env = {**os.environ, "SAGEMAKER_BASE_DIR": str(base), "SAGEMAKER_BIND_TO_PORT": str(port),
+           "SAGEMAKER_MODEL_SERVER_WORKERS": "1", "BINCOUNT_RUNTIME": runtime,
+           "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+    start = "from sagemaker_pytorch_serving_container import serving; serving.main()"
+    log_path = base / "toolkit.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([str(venv / "bin" / "python"), "-c", start], cwd=base / "work",
+                                   env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise BincountError(f"TorchServe did not start:\n{log_path.read_text()[-3000:]}")
+            try:
+                if requests.get(f"{url}/ping", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            time.sleep(1)
+        yield url
+    finally:
+        subprocess.run([str(venv / "bin" / "torchserve"), "--stop"], env=env, cwd=base / "work",
+                       capture_output=True, timeout=60)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def accuracies(model_dir: Path, threads: int) -> dict[str, float]:
+    """Each runtime's accuracy on the test split of the data ``model_dir`` was trained on."""
+    spec = load_spec(model_dir)
+    items = split_items(run_data_dir(model_dir), "test", spec.counts)
+    runtimes = {name: load_runtime(model_dir, name, threads) for name in ("torch", "onnx", "int8")}
+    probabilities, _ = predict_split(runtimes, [path for path, _ in items], spec, 32)
+    labels = np.array([label for _, label in items])
+    return {name: split_metrics(p, labels, spec.counts, probabilities["torch"])["accuracy"]
+            for name, p in probabilities.items()}
+
+
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+    except OSError:
+        return platform.processor() or platform.machine()
+    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+    name = fields.get("Model name", platform.machine()).strip()
+    flags = fields.get("Flags", "")
+    isa = "AVX-512 VNNI" if "avx512_vnni" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    return f"{name} ({isa})"
 
 
 def benchmark(cfg: DictConfig) -> list[Row]:
@@ -117,59 +227,61 @@ def benchmark(cfg: DictConfig) -> list[Row]:
     console = Console()
     with tempfile.TemporaryDirectory(prefix="bincount-bench-") as tmp:
         model_dir = (Path(cfg.model_dir) if cfg.get("model_dir")
-                     else untrained_model_dir(b, Path(tmp) / "model"))
-        # One server per setting, both up at once (an idle one costs no CPU), and the settings
-        # take turns at each concurrency: a change in background load hits both alike.
+                     else untrained_model_dir(b, Path(tmp) / "model", images))
+        log_dir = Path(cfg.paths.output_dir) / "servers"
         with ExitStack() as stack:
-            servers = {}
+            servers: dict[tuple[str, str, bool], str] = {}
             for batching in b.batching:
-                overrides = [
-                    f"serve.batching.enabled={str(bool(batching)).lower()}",
-                    f"serve.batching.max_batch_size={int(b.max_batch_size)}",
-                    f"serve.batching.max_wait_ms={float(b.max_wait_ms)}",
-                    "serve.log_level=warning",
-                ]
-                log_dir = Path(cfg.paths.output_dir) / "servers"
-                servers[bool(batching)] = stack.enter_context(
-                    running_server(model_dir, log_dir, overrides=overrides)
-                )
-            for server in servers.values():
-                drive(server.url, images, int(b.warmup), 1)
+                for runtime in b.runtimes:
+                    overrides = [f"serve.runtime={runtime}", "serve.log_level=warning",
+                                 f"serve.batching.enabled={str(bool(batching)).lower()}"]
+                    server = stack.enter_context(running_server(model_dir, log_dir, overrides))
+                    servers["bincount", str(runtime), bool(batching)] = server.url
+            for runtime in b.torchserve:
+                url = stack.enter_context(torchserve(model_dir, str(runtime), Path(tmp)))
+                servers["torchserve", str(runtime), False] = url
+            for url in servers.values():
+                drive(url, images, int(b.warmup), 1)
             for concurrency in b.concurrency:
-                for batching, server in servers.items():
-                    row = measure(server.url, images, int(b.requests), int(concurrency), batching)
+                for key, url in servers.items():
+                    row = measure(url, images, int(b.requests), int(concurrency), key)
                     rows.append(row)
-                    console.print(
-                        f"batching {'on ' if row.batching else 'off'} concurrency "
-                        f"{row.concurrency:>2}: {row.throughput:.1f} req/s, p50 {row.p50_ms} ms"
-                    )
-    rows.sort(key=lambda row: (not row.batching, row.concurrency))
+                    console.print(f"{row.server} {row.runtime} batching {row.batching} "
+                                  f"concurrency {row.concurrency:>2}: {row.throughput:.1f} "
+                                  f"req/s, p50 {row.p50_ms} ms")
+    threads = usable_cpus()
+    accuracy = accuracies(Path(b.accuracy_model_dir), threads) if b.accuracy_model_dir else {}
+    return report(cfg, rows, accuracy, load_before, console)
+
+
+def report(cfg: DictConfig, rows: list[Row], accuracy: dict[str, float], load_before: float,
+           console: Console) -> list[Row]:
+    b = cfg.benchmark
     # Other work on the machine skews the figures: the 1-minute load average says how much.
-    background = f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
-    machine = (
-        f"{usable_cpus()} CPU cores ({platform.processor() or platform.machine()}), "
-        f"{'CUDA' if torch.cuda.is_available() else 'no GPU'}; torch {torch.__version__}"
-    )
+    background = f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after"
+    machine = (f"{usable_cpus()} CPU cores, {cpu_model()}, "
+               f"{'CUDA' if torch.cuda.is_available() else 'no GPU'}; torch {torch.__version__}")
     model = f"{b.arch} at {b.image_size} px" if not cfg.get("model_dir") else str(cfg.model_dir)
-    table = Table(
-        title=f"local endpoint: {model}, {b.requests} requests per row; {machine}",
-        caption=background,
-    )
-    for column in ("micro-batching", "concurrency", "req/s", "p50 ms", "p95 ms", "p99 ms",
-                   "errors"):
+    base = {(r.batching, r.concurrency): r.throughput for r in rows
+            if r.server == "bincount" and r.runtime == "torch"}
+    table = Table(title=f"{model}, {b.requests} requests per row; {machine}", caption=background)
+    for column in ("server", "runtime", "batching", "concurrency", "req/s", "x torch",
+                   "p50 ms", "p95 ms", "p99 ms", "errors", "test accuracy"):
         table.add_column(column, justify="right")
     for row in rows:
+        ratio = base.get((True, row.concurrency)) if row.server == "torchserve" else base.get(
+            (row.batching, row.concurrency))
         table.add_row(
-            "on" if row.batching else "off", str(row.concurrency), f"{row.throughput:.1f}",
+            row.server, row.runtime, "on" if row.batching else "off", str(row.concurrency),
+            f"{row.throughput:.1f}", f"{row.throughput / ratio:.2f}" if ratio else "-",
             f"{row.p50_ms:.1f}", f"{row.p95_ms:.1f}", f"{row.p99_ms:.1f}", str(row.errors),
+            f"{accuracy[row.runtime]:.4f}" if row.runtime in accuracy else "-",
         )
     console.print(table)
     out = Path(cfg.paths.output_dir) / RESULTS_FILE
-    write_json_atomic(
-        out,
-        {"machine": machine, "model": model, "background": background,
-         "runs": [asdict(row) for row in rows]},
-    )
+    write_json_atomic(out, {"machine": machine, "model": model, "background": background,
+                            "accuracy_model_dir": b.accuracy_model_dir,
+                            "test_accuracy": accuracy, "runs": [asdict(row) for row in rows]})
     console.print(f"results: {out}")
     return rows
 

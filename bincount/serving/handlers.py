@@ -162,20 +162,22 @@ class Model:
         return f"{self.spec.name}/{self.spec.version}"
 
 
-def model_fn(model_dir: str, runtime: str | None = None, threads: int | None = None) -> Model:
-    """Load ``model.json`` and a runtime from the model directory: ``runtime`` and ``threads``
-    as chosen by the local server or predict, or (the SageMaker toolkit passes only the
-    directory) from ``BINCOUNT_RUNTIME`` (default: the fastest that passed its check) and
-    ``BINCOUNT_THREADS``. ``model.pt`` loads ``weights_only=True``.
+def model_fn(model_dir: str) -> Model:
+    """Load ``model.json`` and the runtime ``BINCOUNT_RUNTIME`` names (default: the fastest that
+    passed its check) with ``BINCOUNT_THREADS`` threads, as the SageMaker toolkit calls it (with
+    the directory only: it counts this function's parameters)."""
+    name, threads = runtime_from_env(Path(model_dir))
+    return load_served_model(model_dir, name, threads)
+
+
+def load_served_model(model_dir: str | Path, name: str, threads: int) -> Model:
+    """``model.json`` and runtime ``name`` (already chosen) with ``threads`` intra-op threads;
+    what the local server and predict load. ``model.pt`` loads ``weights_only=True``.
 
     A file that is not the weights ``model.json`` describes, or weights that are not all finite,
     is refused with a one-line :class:`DataError` naming the file.
     """
     directory = Path(model_dir)
-    if runtime is None or threads is None:
-        from_env, env_threads = runtime_from_env(directory)
-        runtime, threads = runtime or from_env, threads or env_threads
-    name = runtime
     set_threads(name, threads)  # this thread's; the local server's inference thread sets its own
     loaded: Runtime
     if name == "torch":

@@ -61,7 +61,7 @@ def predict_local(
 ) -> list[Row]:
     """Run the handlers here on ``runtime``, ``batch_size`` images per forward pass; rows in
     input order."""
-    model = handlers.model_fn(str(model_dir), runtime, usable_cpus())
+    model = handlers.load_served_model(model_dir, runtime, usable_cpus())
     rows: list[Row] = []
     for chunk in _chunks(paths, batch_size):
         chunk_rows: list[Row] = [{"image": str(path)} for path in chunk]

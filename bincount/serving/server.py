@@ -96,13 +96,13 @@ def create_app(settings: ServeSettings) -> FastAPI:
     caller with a one-line :class:`~bincount.data.abid.DataError`). The handlers read the request
     limits from the environment (as on a SageMaker endpoint), so the settings' limits are
     exported to this process's environment; the runtime chosen from ``serve.runtime`` is passed
-    to ``model_fn``. ``app.state.cut_off`` counts the requests a shutdown cancelled."""
+    to the handlers' loader. ``app.state.cut_off`` counts the requests a shutdown cancelled."""
     model_dir = settings.model_dir
     check_model_dir(model_dir)
     threads = settings.torch_threads or usable_cpus()
     runtime = choose_runtime(model_dir, settings.runtime)  # refused here, naming serve.runtime
     os.environ.update(settings.limits.to_env())
-    model = handlers.model_fn(str(model_dir), runtime, threads)
+    model = handlers.load_served_model(model_dir, runtime, threads)
     why = " (auto: the fastest that passed its check)" if settings.runtime == AUTO else ""
     state: dict[str, Any] = {}
     admitted = 0  # requests between admission and answer

@@ -85,21 +85,23 @@ print(body.decode())
     assert json.loads(done.stdout.strip().splitlines()[-1]) == expected
 
 
-def test_the_serving_benchmark_measures_both_settings(sample_dir: Path, tmp_path: Path) -> None:
+def test_the_serving_benchmark_measures_each_runtime(sample_dir: Path, tmp_path: Path) -> None:
     done = subprocess.run(
         [
             sys.executable, str(SCRIPTS / "benchmark_serving.py"),
             f"benchmark.images={sample_dir / 'images'}", "benchmark.max_images=4",
             "benchmark.arch=resnet18", "benchmark.image_size=32", "benchmark.requests=6",
-            "benchmark.warmup=1", "benchmark.concurrency=[1,3]",
+            "benchmark.warmup=1", "benchmark.concurrency=[1,3]", "benchmark.calibration_images=4",
             f"paths.output_dir={tmp_path / 'run'}",
         ],
         capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr + done.stdout
     results = json.loads((tmp_path / "run" / "benchmark_serving.json").read_text())
-    rows = [(r["batching"], r["concurrency"], r["requests"], r["errors"]) for r in results["runs"]]
-    assert rows == [(True, 1, 6, 0), (True, 3, 6, 0), (False, 1, 6, 0), (False, 3, 6, 0)]
+    rows = [(r["server"], r["runtime"], r["concurrency"], r["requests"], r["errors"])
+            for r in results["runs"]]
+    assert rows == [("bincount", runtime, concurrency, 6, 0)
+                    for concurrency in (1, 3) for runtime in ("torch", "onnx", "int8")]
     assert all(0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"] for r in results["runs"])
 
 
