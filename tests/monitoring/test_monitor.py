@@ -11,24 +11,10 @@ from hydra import compose, initialize_config_dir
 
 from bincount.errors import BincountError
 from bincount.monitoring.monitor import DriftDetected, monitor
-from bincount.serving import handlers
-from bincount.serving.capture import CaptureWriter
+from tests.support.monitoring import captured
 from tests.support.paths import CONF
 
 pytestmark = pytest.mark.slow  # profiles a baseline and two captures (~15 s)
-
-
-def captured(model_dir: Path, photos: list[bytes], root: Path) -> Path:
-    """``photos`` answered by the handlers and captured as the local endpoint does."""
-    model = handlers.model_fn(str(model_dir), "torch", 1)
-    writer = CaptureWriter(root, sampling=1.0, max_queue=len(photos))
-    writer.start()
-    for photo in photos:
-        image = handlers.input_fn(photo, "image/jpeg")
-        body, kind = handlers.output_fn(handlers.predict_fn(image, model), "application/json")
-        writer.offer(photo, "image/jpeg", body, kind)
-    writer.stop()
-    return root
 
 
 def run(model_dir: Path, capture: Path, report: Path, *extra: str) -> list:
