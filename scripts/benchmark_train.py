@@ -7,7 +7,8 @@ Renders synthetic bins (``--photo-size`` px JPEGs, like a camera's photo larger 
 training size) into a temporary directory, then trains the same model on them for the same
 steps with each input pipeline: loader JPEG (decode + resize every epoch) or cache (uint8 at
 the training size, memory-mapped), augmentation per image on the CPU (torchvision, in the
-loader) or batched on the device (after the transfer). The last row runs the cache + device
+loader) or batched on the device (after the transfer). Each pipeline is also timed alone
+(ready training batches, no model): the loader's own ceiling. The last row runs the cache + device
 pipeline in a plain PyTorch loop (forward, loss, backward, step, metrics: what training_step
 does) to show Lightning's own overhead. The model, data module and settings are built from
 conf/ as training builds them. Warm-up steps (and torch.compile's compilation) are excluded.
@@ -166,6 +167,32 @@ def plain_run(cfg: DictConfig, args: argparse.Namespace, device: torch.device) -
     return steps[args.warmup:]
 
 
+def pipeline_rate(cfg: DictConfig, args: argparse.Namespace, device: torch.device) -> float:
+    """Images/s of the input pipeline alone: ready training batches (loaded, on the device,
+    augmented and normalized), no model."""
+    datamodule = build(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    seen, start, batches, epoch = 0, 0.0, 0, 0
+    while batches < args.warmup + args.steps:
+        loader = datamodule.train_dataloader()
+        loader.sampler.set_epoch(epoch)
+        for batch in loader:
+            if batches == args.warmup:
+                start, seen = time.perf_counter(), 0
+            batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
+                     for k, v in batch.items()}
+            batch = plain_augment(datamodule, batch)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seen += len(batch["label"])
+            batches += 1
+            if batches == args.warmup + args.steps:
+                break
+        epoch += 1
+    return seen / (time.perf_counter() - start)
+
+
 def plain_augment(datamodule: Any, batch: dict[str, Any]) -> dict[str, Any]:
     """What Lightning's on_after_batch_transfer hook does, called by hand (in training mode)."""
     datamodule.trainer = _Training()
@@ -173,9 +200,13 @@ def plain_augment(datamodule: Any, batch: dict[str, Any]) -> dict[str, Any]:
 
 
 class _Training:
+    """What the data module reads of a trainer: training mode, one process, epoch 0 (the
+    benchmark's loops set the sampler's epoch themselves)."""
+
     training = True
     world_size = 1
     global_rank = 0
+    current_epoch = 0
 
 
 def summarize(steps: list[tuple[float, float, int]]) -> dict[str, float]:
@@ -216,13 +247,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="bincount-bench-") as tmp:
         for loader, augment in PIPELINES:
             if wanted & {"all", f"{loader}-{augment}"}:
-                steps = lightning_run(make_cfg(args, Path(tmp), loader, augment), args, device)
+                cfg = make_cfg(args, Path(tmp), loader, augment)
+                steps = lightning_run(cfg, args, device)
                 rows.append({"loader": loader, "augment": augment, "loop": "Lightning",
-                             **summarize(steps)})
+                             **summarize(steps), "pipeline": pipeline_rate(cfg, args, device)})
         if wanted & {"all", "plain"}:
             steps = plain_run(make_cfg(args, Path(tmp), "cache", "device"), args, device)
             rows.append({"loader": "cache", "augment": "device", "loop": "plain PyTorch",
-                         **summarize(steps)})
+                         **summarize(steps), "pipeline": None})
     print_table(rows)
     return rows
 
@@ -230,13 +262,18 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 def print_table(rows: list[dict[str, Any]]) -> None:
     base = next((r for r in rows if (r["loader"], r["augment"]) == ("jpeg", "cpu")), None)
     print()
-    print("| loader | augmentation | loop | images/s | vs JPEG + per-image | data wait | ms/step |")
-    print("|---|---|---|---|---|---|---|")
+    print("| loader | augmentation | loop | training images/s | vs JPEG + per-image | data wait "
+          "| ms/step | input pipeline alone, images/s | vs JPEG + per-image |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         ratio = f"{r['images_per_s'] / base['images_per_s']:.2f}x" if base else "-"
         aug = "per image, CPU" if r["augment"] == "cpu" else "batched, device"
+        alone, alone_ratio = "-", "-"
+        if r["pipeline"] is not None:
+            alone = f"{r['pipeline']:.0f}"
+            alone_ratio = f"{r['pipeline'] / base['pipeline']:.2f}x" if base else "-"
         print(f"| {r['loader']} | {aug} | {r['loop']} | {r['images_per_s']:.1f} | {ratio} | "
-              f"{100 * r['wait_share']:.1f}% | {r['step_ms']:.0f} |")
+              f"{100 * r['wait_share']:.1f}% | {r['step_ms']:.0f} | {alone} | {alone_ratio} |")
     lit = next((r for r in rows if r["loop"] == "Lightning" and r["loader"] == "cache"
                 and r["augment"] == "device"), None)
     plain = next((r for r in rows if r["loop"] != "Lightning"), None)

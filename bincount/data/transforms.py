@@ -105,7 +105,7 @@ def augment_batch(
 ) -> torch.Tensor:
     """uint8 NCHW batch (square images) -> augmented, normalized float32 on the same device.
 
-    Per image: flips and the affine (rotation, translation, scale; black fill) in one
+    Per image: flips and the affine (rotation, translation, scale; nearest, black fill) in one
     ``grid_sample``; with probability JITTER_P brightness, contrast, saturation and hue (a
     rotation of the chroma plane in YIQ) as one 3x3 colour matrix. ``params`` comes from
     :func:`draw_params` (on the CPU, so every device draws the same).
@@ -127,7 +127,8 @@ def augment_batch(
     offset = -(linear @ shift[:, :, None])
     theta = torch.cat([linear, offset], -1).float().to(x.device)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    # Nearest, as torchvision's RandomAffine: bilinear would blur every small training image.
+    x = F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
     # Colour: brightness and contrast, then saturation and hue as one matrix.
     jitter = (p[:, 6] < JITTER_P).to(p)
     brightness = 1 + jitter * (2 * p[:, 7] - 1) * BRIGHTNESS

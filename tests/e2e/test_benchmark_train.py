@@ -27,7 +27,8 @@ def test_the_benchmark_prints_every_pipeline_side_by_side(tmp_path: Path) -> Non
     out = result.stdout
     assert out.startswith("Machine: ") and "cores usable" in out
     rows = re.findall(r"^\| (jpeg|cache) \| (per image, CPU|batched, device) \| "
-                      r"(Lightning|plain PyTorch) \| ([\d.]+) \| ([\d.]+x) \| ([\d.]+)% \|",
+                      r"(Lightning|plain PyTorch) \| ([\d.]+) \| ([\d.]+x) \| ([\d.]+)% \| "
+                      r"\d+ \| (\d+|-) \| ([\d.]+x|-) \|$",
                       out, flags=re.MULTILINE)
     assert [r[:3] for r in rows] == [
         ("jpeg", "per image, CPU", "Lightning"), ("jpeg", "batched, device", "Lightning"),
@@ -35,5 +36,7 @@ def test_the_benchmark_prints_every_pipeline_side_by_side(tmp_path: Path) -> Non
         ("cache", "batched, device", "plain PyTorch")]
     assert rows[0][4] == "1.00x" and all(float(r[3]) > 0 for r in rows)
     assert all(0 <= float(r[5]) < 100 for r in rows)
+    assert rows[0][7] == "1.00x" and all(float(r[6]) > 0 for r in rows[:4])  # pipeline alone
+    assert rows[4][6:] == ("-", "-")
     assert re.search(r"Lightning overhead \(.*\): [+-][\d.]+%", out)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("bincount-bench-")]

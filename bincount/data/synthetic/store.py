@@ -5,6 +5,7 @@ the staging of killed renders on this host is removed by the next one."""
 from __future__ import annotations
 
 import glob
+import io
 import json
 import logging
 import os
@@ -25,8 +26,9 @@ from bincount.errors import expect_int
 log = logging.getLogger(__name__)
 
 MARKER = "synthetic.json"
-VERSION = 2  # bump whenever the rendering changes, so cached sets are re-rendered
+VERSION = 3  # bump whenever the rendering changes, so cached sets are re-rendered
 ID_WIDTH = 6
+SMALL_Q = 95  # quality of a bin saved at the training size: compressed once already, as drawn
 
 
 def render_synthetic(
@@ -135,6 +137,15 @@ def _replace_dir(new: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _shrink(image: Image.Image, quality: int, side: int) -> Image.Image:
+    """``image`` JPEG-compressed at ``quality`` as drawn, decoded, resized to ``side``."""
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality)
+    buffer.seek(0)
+    with Image.open(buffer) as compressed:
+        return compressed.convert("RGB").resize((side, side), Image.Resampling.BILINEAR)
+
+
 def _render_set(root: Path, params: dict[str, Any]) -> None:
     (root / IMAGES).mkdir()
     (root / METADATA).mkdir()
@@ -146,11 +157,12 @@ def _render_set(root: Path, params: dict[str, Any]) -> None:
             image_id = f"{number:0{ID_WIDTH}d}"
             rng = np.random.default_rng([params["seed"], count, index])
             image, metadata = render_bin(count, params["image_size"], rng)
-            if params["save_size"] != params["image_size"]:
-                side = params["save_size"]
-                image = image.resize((side, side), Image.Resampling.BILINEAR)
             quality = int(rng.integers(60, 92))
-            image.save(root / IMAGES / f"{image_id}.jpg", "JPEG", quality=quality)
+            path = root / IMAGES / f"{image_id}.jpg"
+            if params["save_size"] == params["image_size"]:
+                image.save(path, "JPEG", quality=quality)
+            else:  # the camera's compression at the drawn size, then the resize training did
+                _shrink(image, quality, params["save_size"]).save(path, "JPEG", quality=SMALL_Q)
             (root / METADATA / f"{image_id}.json").write_text(json.dumps(metadata))
             labels[image_id] = count
     write_file_list(root / FILE_LIST, labels)
