@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 BASELINE_FILE = "baseline.json"
 EMBEDDINGS_FILE = "baseline_embeddings.npy"
-MAX_IMAGES = 2000  # validation images profiled at most (a seeded sample of a larger split)
+MAX_IMAGES = 1000  # validation images profiled at most (a seeded sample of a larger split)
 EMBEDDING_SAMPLE = 256  # embeddings kept: enough for a two-sample test, small on disk
 FORMAT = 1
 
