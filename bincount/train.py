@@ -27,6 +27,7 @@ from bincount.data.datamodule import BinDataModule
 from bincount.errors import BincountError, expect_int
 from bincount.models.export import export_model
 from bincount.models.module import CountModule
+from bincount.monitoring.baseline import write_baseline
 from bincount.report import collect_metrics, print_results, write_metrics
 from bincount.runlock import output_dir_lock
 
@@ -118,6 +119,7 @@ def _train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
 
     if trainer.is_global_zero:
         model_dir = export_model(model.net, model.spec(), Path(cfg.paths.model_dir))
+        write_baseline(model, datamodule, model_dir)  # what scripts/monitor.py compares against
         write_metrics(output_dir / "metrics.json", metrics)
         places: dict[str, Any] = {"checkpoints": checkpoint_dir}
         for logger in loggers:

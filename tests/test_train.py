@@ -44,6 +44,8 @@ def test_a_run_leaves_metrics_checkpoints_logs_and_a_servable_model(cfg: DictCon
     net, spec = load_model(out / "model")  # torch.load(weights_only=True) inside
     assert spec.arch == "resnet18" and spec.image_size == 32 and spec.counts == [1, 2, 3, 4, 5]
     assert net(torch.zeros(1, 3, 32, 32)).shape == (1, 5)
+    baseline = json.loads((out / "model" / "baseline.json").read_text())  # for scripts/monitor.py
+    assert baseline and (out / "model" / "baseline_embeddings.npy").is_file()
 
     events = EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0}).Reload()
     scalars = set(events.Tags()["scalars"])
