@@ -107,13 +107,13 @@ def _train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
                              f"(see {output_dir / 'metrics.json'})")
 
     # Validate and test the best checkpoint; this also loads its weights into `model`.
-    best = "best" if checkpoint and checkpoint.best_model_path else None
+    best = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
     val = trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False,
                            weights_only=True)[0]
     test = trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False,
                         weights_only=True)[0]
     metrics = collect_metrics({"val": val, "test": test}, model.counts)
-    metrics["best_checkpoint"] = checkpoint.best_model_path if best else None
+    metrics["best_checkpoint"] = best
     metrics["epochs"] = trainer.current_epoch
     metrics["status"] = "ok"
 
