@@ -1,18 +1,19 @@
 """Throughput and p50/p95/p99 latency of the local endpoint per runtime (torch eager, ONNX Runtime
 fp32, int8), and of TorchServe under the SageMaker PyTorch inference toolkit serving the same
-handlers, at concurrency 1, 8 and 32, side by side in one run:
+handlers, at concurrency 1, 8 and 32, in one run:
 `python scripts/benchmark_serving.py benchmark.images=../shared/abid/sample/images
-benchmark.accuracy_model_dir=<a quantized run>/model`.
+benchmark.accuracy_model_dir=<a quantized run>/model benchmark.torchserve=[int8]`.
 
 Without `model_dir` the model is an untrained `benchmark.arch` (inference costs the same as a
-trained one), exported with its ONNX model and quantized to int8 on the photos (static QDQ,
-as `scripts/quantize.py` does). Each server is its own process, all up at once, and they take
-turns at each concurrency, so background load hits them alike; the client (one keep-alive HTTP
-session per thread) shares the CPU with them. With `benchmark.accuracy_model_dir` (a model dir
-that `scripts/quantize.py` has checked, e.g. the demo's) each runtime's accuracy on its data's
-test split is measured too, through the same preprocessing. TorchServe runs from the toolkit's
-cached virtualenv (`tests/e2e/test_serving_toolkit.py` makes it; Java is needed), one worker.
-Results: a table and `<output_dir>/benchmark_serving.json`.
+trained one), exported with its ONNX model and quantized to int8 on the photos (static QDQ, as
+`scripts/quantize.py` does). Our servers are processes of `scripts/serve.py`, all up at once,
+taking turns at each concurrency, so background load hits them alike; TorchServe runs after
+them, one runtime at a time (the toolkit writes one config, TorchServe keeps one pid file), from
+the toolkit's cached virtualenv (`tests/e2e/test_serving_toolkit.py` makes it; Java is needed),
+with one worker. The client (one keep-alive HTTP session per thread) shares the CPU with the
+servers. With `benchmark.accuracy_model_dir` (a model dir that `scripts/quantize.py` checked,
+e.g. the demo's) each runtime's accuracy on its data's test split is measured too, through the
+same preprocessing. Results: a table and `<output_dir>/benchmark_serving.json`.
 """
 
 from __future__ import annotations
@@ -219,12 +220,27 @@ def cpu_model() -> str:
     return f"{name} ({isa})"
 
 
+def measure_all(servers: dict[tuple[str, str, bool], str], images: list[bytes], b: DictConfig,
+                console: Console) -> list[Row]:
+    """Warm each server up, then at each concurrency let the servers take turns."""
+    for url in servers.values():
+        drive(url, images, int(b.warmup), 1)
+    rows = []
+    for concurrency in b.concurrency:
+        for key, url in servers.items():
+            row = measure(url, images, int(b.requests), int(concurrency), key)
+            rows.append(row)
+            console.print(f"{row.server} {row.runtime} batching {row.batching} concurrency "
+                          f"{row.concurrency:>2}: {row.throughput:.1f} req/s, p50 {row.p50_ms} ms")
+    return rows
+
+
 def benchmark(cfg: DictConfig) -> list[Row]:
     b = cfg.benchmark
     images = load_jpegs(Path(b.images), int(b.max_images))
     load_before = os.getloadavg()[0]
     rows: list[Row] = []
-    console = Console()
+    console = Console(width=160)  # the table's 11 columns, also when piped to a file
     with tempfile.TemporaryDirectory(prefix="bincount-bench-") as tmp:
         model_dir = (Path(cfg.model_dir) if cfg.get("model_dir")
                      else untrained_model_dir(b, Path(tmp) / "model", images))
@@ -237,18 +253,13 @@ def benchmark(cfg: DictConfig) -> list[Row]:
                                  f"serve.batching.enabled={str(bool(batching)).lower()}"]
                     server = stack.enter_context(running_server(model_dir, log_dir, overrides))
                     servers["bincount", str(runtime), bool(batching)] = server.url
-            for runtime in b.torchserve:
-                url = stack.enter_context(torchserve(model_dir, str(runtime), Path(tmp)))
-                servers["torchserve", str(runtime), False] = url
-            for url in servers.values():
-                drive(url, images, int(b.warmup), 1)
-            for concurrency in b.concurrency:
-                for key, url in servers.items():
-                    row = measure(url, images, int(b.requests), int(concurrency), key)
-                    rows.append(row)
-                    console.print(f"{row.server} {row.runtime} batching {row.batching} "
-                                  f"concurrency {row.concurrency:>2}: {row.throughput:.1f} "
-                                  f"req/s, p50 {row.p50_ms} ms")
+            rows += measure_all(servers, images, b, console)
+        # One TorchServe at a time (the toolkit writes one config, TorchServe keeps one pid
+        # file); ours idle meanwhile.
+        for runtime in b.torchserve:
+            with torchserve(model_dir, str(runtime), Path(tmp)) as url:
+                rows += measure_all({("torchserve", str(runtime), False): url}, images, b,
+                                    console)
     threads = usable_cpus()
     accuracy = accuracies(Path(b.accuracy_model_dir), threads) if b.accuracy_model_dir else {}
     return report(cfg, rows, accuracy, load_before, console)
