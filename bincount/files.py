@@ -14,8 +14,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from omegaconf import OmegaConf
-
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -54,4 +52,6 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
 
 
 def write_yaml_atomic(path: str | Path, data: Any) -> None:
+    from omegaconf import OmegaConf  # not at the top: model.tar.gz ships this module, not omegaconf
+
     write_text_atomic(path, OmegaConf.to_yaml(OmegaConf.create(data)))

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import Logger, TensorBoardLogger
@@ -118,7 +119,8 @@ def _train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     metrics["status"] = "ok"
 
     if trainer.is_global_zero:
-        model_dir = export_model(model.net, model.spec(), Path(cfg.paths.model_dir))
+        model_dir = export_model(model.net, model.spec(), Path(cfg.paths.model_dir),
+                                 samples=_validation_images(datamodule))
         write_baseline(model, datamodule, model_dir)  # what scripts/monitor.py compares against
         write_metrics(output_dir / "metrics.json", metrics)
         places: dict[str, Any] = {"checkpoints": checkpoint_dir}
@@ -148,6 +150,13 @@ def _failure(trainer: pl.Trainer, callbacks: list[Any],
         value = "never computed" if score is None else f"{float(score)}"
         return f"the best {checkpoint.monitor} is {value} (the run diverged)"
     return None
+
+
+def _validation_images(datamodule: BinDataModule, n: int = 8) -> torch.Tensor:
+    """A few real validation images, as the model sees them: the ONNX export is checked on
+    them."""
+    batch = next(iter(datamodule.val_dataloader()))
+    return datamodule.on_after_batch_transfer(batch, 0)["image"][:n].float()
 
 
 def _logged(trainer: pl.Trainer) -> dict[str, float]:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from bincount.data.abid import DataError
-from bincount.files import write_json_atomic
+from bincount.files import atomic_path, write_json_atomic
 from bincount.models.backbone import build_resnet
 from bincount.models.onnx import export_onnx
 
@@ -48,9 +48,8 @@ def export_model(
     first; an ONNX export that fails leaves a torch-only model directory (and says why)."""
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
-    tmp = model_dir / f".{WEIGHTS_FILE}.tmp"
-    torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, tmp)
-    tmp.replace(model_dir / WEIGHTS_FILE)
+    with atomic_path(model_dir / WEIGHTS_FILE) as tmp:
+        torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, tmp)
     write_json_atomic(model_dir / SPEC_FILE, asdict(spec))
     try:
         export_onnx(net, spec.image_size, model_dir, samples)
