@@ -88,10 +88,6 @@ class LauncherSettings:
                        "Set launcher.inputs.train=s3://<bucket>/<prefix> to a prepared ABID set "
                        "(python scripts/prepare_data.py prepare.upload_to=s3://<bucket>/<prefix>)"
                        ", or train on rendered bins with data=synthetic")
-        if data.get("cache"):
-            raise BincountError("data.cache=true reads a preprocessed cache on this machine, "
-                                "which a SageMaker job does not have: leave data.cache=false "
-                                "for launcher=sagemaker")
         output_path = launcher.get("output_path")
         counts = {k: expect_int(f"launcher.{k}", launcher[k], 1) for k in COUNTS}
         switches = {k: expect_bool(f"launcher.{k}", launcher[k]) for k in SWITCHES}

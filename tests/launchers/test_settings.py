@@ -73,7 +73,6 @@ MISTAKES = [
     (["launcher.keep_alive_period=-5"],
      "launcher.keep_alive_period: expected an integer >= 1, got -5"),
     (["launcher.job_name=my_job"], "launcher.job_name: 'my_job' is not a valid training job name"),
-    (["data.cache=true"], "data.cache=true reads a preprocessed cache on this machine"),
 ]
 
 
