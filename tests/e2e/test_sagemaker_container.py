@@ -201,13 +201,13 @@ def resolved_without_locations(cfg: DictConfig) -> dict[str, Any]:
     the two directories the container sets itself removed."""
     cfg = cfg.copy()
     OmegaConf.set_struct(cfg, False)
-    cfg.paths = {"root_dir": "/r", "data_dir": "/d", "cache_dir": "/c", "log_dir": "/l",
-                 "output_dir": "/o", "model_dir": "/m"}
     for key in (CHECKPOINT_KEY, TENSORBOARD_KEY):
         parent, _, leaf = key.rpartition(".")
         node = OmegaConf.select(cfg, parent)
         if node is not None:
             node.pop(leaf, None)
+    cfg.paths = {"root_dir": "/r", "data_dir": "/d", "cache_dir": "/c", "log_dir": "/l",
+                 "output_dir": "/o", "model_dir": "/m", "checkpoint_dir": "/k"}
     return OmegaConf.to_container(cfg, resolve=True)
 
 
