@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,8 @@ from bincount.errors import expect_bool, expect_int
 AUGMENT = ("device", "cpu")
 MAX_AUTO_WORKERS = 8
 
+
+log = logging.getLogger(__name__)
 
 class DataNotFoundError(DataError):
     """The data directory has no ABID data in it."""
@@ -75,7 +79,8 @@ class BinDataModule(pl.LightningDataModule):
     ) -> None:
         """The arguments are the ``data`` config (``conf/data/abid.yaml``), its one source."""
         super().__init__()
-        for key, value, least in (("batch_size", batch_size, 1), ("image_size", image_size, 1),
+        # image_size >= 32: a ResNet halves its input five times (a 1-px image "trains" on noise).
+        for key, value, least in (("batch_size", batch_size, 1), ("image_size", image_size, 32),
                                   ("seed", seed, 0), ("shuffle_seed", shuffle_seed, 0)):
             expect_int(f"data.{key}", value, least)
         if num_workers != "auto":
@@ -158,6 +163,12 @@ class BinDataModule(pl.LightningDataModule):
         if self.datasets:
             return
         manifest = load_manifest(self.data_dir / MANIFEST)
+        left_out = Counter(c for split in SPLITS for _, c in split_ids(manifest, split)
+                           if c not in self.counts)
+        if left_out:
+            log.warning("%d images are left out: their counts are not in data.counts %s (%s)",
+                        sum(left_out.values()), self.counts,
+                        ", ".join(f"{n} with {c}" for c, n in sorted(left_out.items())))
         cached = self.uses_cache()
         for split in SPLITS:
             seed = self.hparams.shuffle_seed if split == "train" else None

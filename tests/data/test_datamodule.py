@@ -46,6 +46,20 @@ def test_datamodule_reads_real_abid_photos(
     assert all(isinstance(i, str) and len(i) == 5 for i in batch["id"])
 
 
+def test_counts_the_config_does_not_list_are_reported_with_how_many(
+    abid_dir: Path, datamodule: Callable[..., BinDataModule], caplog: pytest.LogCaptureFixture
+) -> None:
+    dm = datamodule(abid_dir, "data.image_size=32", "data.counts=[1,2,3]")
+    dm.prepare_data()
+    dm.setup()
+    left = [r.getMessage() for r in caplog.records if "are left out" in r.getMessage()]
+    assert len(left) == 1 and "not in data.counts [1, 2, 3]" in left[0]
+    kept = sum(len(ds) for ds in dm.datasets.values())
+    dropped = int(left[0].split()[0])
+    assert kept + dropped == 245 and dropped > 0  # every 1-5 photo of the sample is counted
+    assert " with 4" in left[0] and " with 5" in left[0]
+
+
 def test_missing_data_names_the_directory_and_the_command(
     tmp_path: Path, datamodule: Callable[..., BinDataModule]
 ) -> None:
@@ -156,6 +170,7 @@ def test_auto_workers_leave_one_cpu_and_persist_with_the_batched_path(
     ("overrides", "message"),
     [
         (["data.batch_size=0"], "data.batch_size: expected an integer >= 1, got 0"),
+        (["data.image_size=1"], "data.image_size: expected an integer >= 32, got 1"),
         (["data.shuffle_seed=-1"], "data.shuffle_seed: expected an integer >= 0, got -1"),
         (["data.counts=[1,2,2]"], "data.counts: expected distinct item counts, got [1, 2, 2]"),
         (["data.counts=[1,two]"], "data.counts[1]: expected an integer >= 0, got 'two'"),
