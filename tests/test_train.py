@@ -16,17 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from bincount.errors import BincountError
 from bincount.models.export import load_model
 from bincount.train import TrainingFailed, evaluate, train
-
-METRIC_KEYS = {
-    "val_loss",
-    "val_acc",
-    "test_loss",
-    "test_acc",
-    "test_rmse",
-    "test_mae",
-    "test_within1_acc",
-    "test_per_class_acc",
-}
+from tests.support.tiny import METRIC_KEYS
 
 
 def test_a_run_leaves_metrics_checkpoints_logs_and_a_servable_model(cfg: DictConfig) -> None:

@@ -15,18 +15,7 @@ import pytest
 import torch
 
 from tests.support.paths import ROOT
-from tests.support.tiny import TINY
-
-METRIC_KEYS = {
-    "val_loss",
-    "val_acc",
-    "test_loss",
-    "test_acc",
-    "test_rmse",
-    "test_mae",
-    "test_within1_acc",
-    "test_per_class_acc",
-}
+from tests.support.tiny import METRIC_KEYS, TINY
 
 
 def run_script(

@@ -16,3 +16,7 @@ TINY = [
     "++trainer.enable_model_summary=false",
     "trainer.log_every_n_steps=1",
 ]
+
+# What every finished run's metrics.json holds.
+METRIC_KEYS = {"val_loss", "val_acc", "test_loss", "test_acc", "test_rmse", "test_mae",
+               "test_within1_acc", "test_per_class_acc"}
