@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from bincount.serving import handlers
 from tests.support.servers import serve_settings, served
 from tests.support.serving import MAX_BYTES, SAMPLE_IDS, make_model_dir
 
@@ -21,6 +22,16 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def jpegs(sample_dir: Path) -> dict[str, bytes]:
     """The sample photos' bytes by image id."""
     return {i: (sample_dir / "images" / f"{i}.jpg").read_bytes() for i in SAMPLE_IDS}
+
+
+@pytest.fixture(scope="session")
+def expected(model_dir: Path, jpegs: dict[str, bytes]) -> dict[str, dict]:
+    """What the handlers answer in this process, image by image."""
+    model = handlers.model_fn(str(model_dir))
+    return {
+        i: handlers.predict_fn(handlers.input_fn(data, "image/jpeg"), model)[0]
+        for i, data in jpegs.items()
+    }
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import pytest
 from omegaconf import DictConfig
 
 from bincount.errors import BincountError
-from bincount.serving import handlers
 from bincount.serving.predict import PREDICTIONS_FILE, collect_images, predict
 from tests.support.serving import SAMPLE_IDS
 
@@ -26,15 +25,6 @@ def images(sample_dir: Path, tmp_path: Path) -> Path:
         shutil.copy(sample_dir / "images" / f"{image_id}.jpg", folder)
     (folder / "notes.txt").write_text("not an image, and not picked up from a folder")
     return folder
-
-
-@pytest.fixture(scope="module")
-def expected(model_dir: Path, jpegs: dict[str, bytes]) -> dict[str, dict]:
-    model = handlers.model_fn(str(model_dir))
-    return {
-        i: handlers.predict_fn(handlers.input_fn(data, "image/jpeg"), model)[0]
-        for i, data in jpegs.items()
-    }
 
 
 def assert_rows(rows: list[dict], expected: dict[str, dict]) -> None:

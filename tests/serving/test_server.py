@@ -32,16 +32,6 @@ from tests.support.serving import (
 )
 
 
-@pytest.fixture(scope="module")
-def expected(model_dir: Path, jpegs: dict[str, bytes]) -> dict[str, dict]:
-    """What the handlers answer in this process, image by image."""
-    model = handlers.model_fn(str(model_dir))
-    return {
-        i: handlers.predict_fn(handlers.input_fn(data, "image/jpeg"), model)[0]
-        for i, data in jpegs.items()
-    }
-
-
 def same_answer(got: dict, want: dict) -> bool:
     """Equal up to float rounding (a batched forward pass may differ in the last digit)."""
     return (
