@@ -9,6 +9,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -35,6 +36,10 @@ class ModelSpec:
     counts: list[int]
     name: str = "bincount"
     version: str = "0"
+    # Absent from a model.json written before they existed: those values mean "as before".
+    head: str = "softmax"  # model.head: softmax | ordinal (the net outputs class scores either way)
+    temperature: float = 1.0  # probabilities = softmax(scores / temperature), fit on val
+    reconcile: dict[str, Any] | None = None  # bincount.models.reconcile.Thresholds' record
 
     def count_of(self, class_index: int) -> int:
         return self.counts[class_index]

@@ -162,6 +162,15 @@ class Model:
         return f"{self.spec.name}/{self.spec.version}"
 
 
+@dataclass(frozen=True)
+class Request:
+    """One decoded request: the image and, when the caller gave one, the expected count
+    (reconciliation: the answer then adds ``expected``, ``p_expected`` and ``verdict``)."""
+
+    image: Image.Image
+    expected: int | None = None
+
+
 def model_fn(model_dir: str) -> Model:
     """Load ``model.json`` and the runtime ``BINCOUNT_RUNTIME`` names (default: the fastest that
     passed its check) with ``BINCOUNT_THREADS`` threads, as the SageMaker toolkit calls it (with
