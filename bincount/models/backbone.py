@@ -1,5 +1,6 @@
-"""torchvision ResNets with a new head over the counts; pretrained weights through
-torchvision's weights API and its cache under ``$TORCH_HOME``."""
+"""torchvision ResNets with a new head over the counts (``model.head``: softmax or ordinal, see
+:mod:`bincount.models.heads`); pretrained weights through torchvision's weights API and its cache
+under ``$TORCH_HOME``."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from torch import nn
 from torchvision import models
 
 from bincount.errors import BincountError
+from bincount.models.heads import CornHead, check_head
 
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 
@@ -42,4 +44,15 @@ def build_resnet(arch: str, num_classes: int, pretrained: bool) -> nn.Module:
             "with model.pretrained=false."
         ) from err
     net.fc = nn.Linear(net.fc.in_features, num_classes)
+    return net
+
+
+def build_net(arch: str, *, num_classes: int, pretrained: bool, head: str) -> nn.Module:
+    """:func:`build_resnet` with ``head``'s output layer as ``net.fc``: a linear layer to the
+    class scores (softmax) or CORN's :class:`~bincount.models.heads.CornHead` (ordinal), whose
+    output is the class log-probabilities. Either way the net outputs class scores."""
+    check_head("model.head", head)
+    net = build_resnet(arch, num_classes=num_classes, pretrained=pretrained)
+    if head == "ordinal":
+        net.fc = CornHead(net.fc.in_features, num_classes)
     return net

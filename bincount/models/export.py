@@ -16,7 +16,8 @@ from torch import nn
 
 from bincount.data.abid import DataError
 from bincount.files import atomic_path, write_json_atomic
-from bincount.models.backbone import build_resnet
+from bincount.models.backbone import build_net
+from bincount.models.heads import HEADS
 from bincount.models.onnx import export_onnx
 
 log = logging.getLogger(__name__)
@@ -79,11 +80,15 @@ def load_spec(model_dir: Path) -> ModelSpec:
 def load_model(
     model_dir: Path, map_location: str | torch.device = "cpu"
 ) -> tuple[nn.Module, ModelSpec]:
-    """Rebuild the net from ``model.json`` and load ``model.pt`` with ``weights_only=True``."""
+    """Rebuild the net from ``model.json`` (its arch, counts and head) and load ``model.pt`` with
+    ``weights_only=True``."""
     spec = load_spec(model_dir)
+    if spec.head not in HEADS:
+        raise DataError(f"{Path(model_dir) / SPEC_FILE}: head must be one of "
+                        f"{', '.join(HEADS)}, got {spec.head!r}")
     weights = Path(model_dir) / WEIGHTS_FILE
     if not weights.is_file():
         raise DataError(f"{weights} is missing: expected the exported weights")
-    net = build_resnet(spec.arch, num_classes=len(spec.counts), pretrained=False)
+    net = build_net(spec.arch, num_classes=len(spec.counts), pretrained=False, head=spec.head)
     net.load_state_dict(torch.load(weights, map_location=map_location, weights_only=True))
     return net.eval(), spec

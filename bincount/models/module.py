@@ -1,4 +1,5 @@
-"""The LightningModule: a torchvision ResNet with a new head over the counts."""
+"""The LightningModule: a torchvision ResNet with a new head over the counts (``model.head``:
+softmax, or CORN's ordinal head; :mod:`bincount.models.heads`)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,14 @@ from typing import Any, TypeVar
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from bincount.data.splits import SPLITS
 from bincount.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from bincount.errors import BincountError, expect_bool
-from bincount.models.backbone import build_resnet
+from bincount.models.backbone import build_net
 from bincount.models.export import ModelSpec
+from bincount.models.heads import check_head, head_loss
 from bincount.models.metrics import CountMetrics
 
 T = TypeVar("T")
@@ -37,13 +38,16 @@ class CountModule(pl.LightningModule):
 
     ``channels_last``: on a CUDA device the net and its inputs use NHWC (what tensor cores
     want; no effect on the CPU). ``compile``: the net's forward runs through ``torch.compile``
-    (the exported weights and checkpoints are the plain net's).
+    (the exported weights and checkpoints are the plain net's). ``head``: ``softmax`` or
+    ``ordinal`` (CORN); the net outputs class scores with either, and the loss is the head's
+    (cross-entropy, or the CORN loss computed from the scores: :func:`head_loss`).
     """
 
     def __init__(
         self,
         *,
         arch: str,
+        head: str,
         pretrained: bool,
         freeze_backbone: bool,
         counts: Sequence[int],
@@ -58,12 +62,16 @@ class CountModule(pl.LightningModule):
         expect_bool("model.freeze_backbone", freeze_backbone)
         expect_bool("model.channels_last", channels_last)
         expect_bool("model.compile", compile)
+        check_head("model.head", head)
+        if head == "ordinal" and list(counts) != sorted(counts):
+            raise BincountError(f"model.head=ordinal: the counts must be in increasing order "
+                                f"(their order is the ordinal scale), got {list(counts)}")
         # Hydra's _partial_ factories cannot be pickled, so they stay out of the checkpoint;
         # a module loaded for evaluation needs none.
         self.save_hyperparameters(logger=False, ignore=["optimizer", "scheduler"])
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.counts = list(counts)
-        self.net = build_resnet(arch, num_classes=len(self.counts), pretrained=pretrained)
+        self.net = build_net(arch, num_classes=len(self.counts), pretrained=pretrained, head=head)
         if freeze_backbone:
             for name, param in self.net.named_parameters():
                 param.requires_grad = name.startswith("fc.")
@@ -94,6 +102,7 @@ class CountModule(pl.LightningModule):
             mean=list(IMAGENET_MEAN),
             std=list(IMAGENET_STD),
             counts=self.counts,
+            head=self.hparams.head,
         )
 
     def _step(self, batch: dict[str, Any], split: str) -> torch.Tensor | None:
@@ -110,7 +119,7 @@ class CountModule(pl.LightningModule):
         if len(labels) == 0:  # every image of the batch was unreadable
             return None
         logits = self(images)
-        loss = F.cross_entropy(logits, labels)
+        loss = head_loss(self.hparams.head, logits, labels)
         self.metrics[f"{split}_metrics"].update(logits.detach(), labels)
         self.log(
             f"{split}_loss",

@@ -40,11 +40,16 @@ def test_missing_weights_name_the_file_and_the_ways_out(tmp_path: Path, monkeypa
     assert not list((tmp_path / "hub" / "checkpoints").glob("*.pth"))
 
 
-def test_frozen_backbone_trains_only_the_head() -> None:
-    module = CountModule(arch="resnet18", pretrained=False, freeze_backbone=True,
+@pytest.mark.parametrize("head", ["softmax", "ordinal"])
+def test_frozen_backbone_trains_only_the_head(head: str) -> None:
+    module = CountModule(arch="resnet18", head=head, pretrained=False, freeze_backbone=True,
                          counts=[1, 2, 3], image_size=32, channels_last=False, compile=False)
     trainable = {n for n, p in module.named_parameters() if p.requires_grad}
     assert trainable == {"net.fc.weight", "net.fc.bias"}
+    # Both heads give one probability per count; the ordinal one from K-1 outputs.
+    assert module.net.fc.out_features == {"softmax": 3, "ordinal": 2}[head]
+    assert module(torch.zeros(2, 3, 32, 32)).shape == (2, 3)
+    assert module.spec().head == head
 
 
 def test_count_metrics_on_known_predictions() -> None:
