@@ -25,9 +25,9 @@ from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from bincount.data.abid import IMAGES, DataError
+from bincount.data.abid import DataError
 from bincount.data.dataset import UNREADABLE, load_rgb, seeded_transform
-from bincount.data.splits import MANIFEST, SPLITS, file_checksum, load_manifest, split_ids
+from bincount.data.splits import MANIFEST, SPLITS, file_checksum, load_manifest, split_files
 from bincount.files import atomic_path, write_json_atomic
 
 CACHE_FORMAT = 2  # 2: square images at the training size (1: short side only)
@@ -80,8 +80,7 @@ def _is_current(location: Path, split: str, key: dict[str, Any]) -> bool:
 def _build_split(
     location: Path,
     split: str,
-    items: Sequence[tuple[str, int]],
-    images_dir: Path,
+    items: Sequence[tuple[str, int, Path]],
     image_size: int,
     key: dict[str, Any],
     workers: int,
@@ -96,16 +95,16 @@ def _build_split(
     }
     task = bar.add_task(f"cache {split}", total=len(items))
 
-    def load(item: tuple[str, int]) -> torch.Tensor | str:
+    def load(item: tuple[str, int, Path]) -> torch.Tensor | str:
         try:
-            return load_resized(images_dir / f"{item[0]}.jpg", image_size)
+            return load_resized(item[2], image_size)
         except UNREADABLE as err:  # includes a missing file (FileNotFoundError)
-            return f"{images_dir / (item[0] + '.jpg')}: {err}"
+            return f"{item[2]}: {err}"
 
     offset = 0
     with (atomic_path(data_path) as tmp, tmp.open("wb") as out,
           ThreadPoolExecutor(max_workers=max(1, workers)) as pool):
-        for (image_id, count), result in zip(items, _ordered(pool, load, items), strict=True):
+        for (image_id, count, _), result in zip(items, _ordered(pool, load, items), strict=True):
             bar.advance(task)
             if isinstance(result, str):
                 index["skipped"].append({"id": image_id, "reason": result})
@@ -180,7 +179,7 @@ def ensure_cache(
                TimeRemainingColumn())
     with Progress(*columns, disable=not progress) as bar:
         for split in stale:
-            _build_split(location, split, split_ids(manifest, split), data_dir / IMAGES,
+            _build_split(location, split, split_files(data_dir, manifest, split),
                          image_size, key, workers, bar)
     return location
 

@@ -17,13 +17,14 @@ from torch.utils.data import DataLoader, Dataset
 from bincount.data.abid import FILE_LIST, IMAGES, DataError
 from bincount.data.cache import CachedBinDataset, cache_location, cache_ready, ensure_cache
 from bincount.data.dataset import BinImageDataset, EpochSampler, collate_bins
+from bincount.data.sources import SOURCES, LabelledSet, labelled_set
 from bincount.data.splits import (
     MANIFEST,
     SPLITS,
     check_ratios,
     ensure_manifest,
     load_manifest,
-    split_ids,
+    split_files,
 )
 from bincount.data.transforms import (
     IMAGENET_MEAN,
@@ -48,7 +49,10 @@ class DataNotFoundError(DataError):
 
 
 class BinDataModule(pl.LightningDataModule):
-    """Reads ``<data_dir>/{images,metadata}/``, ``file_list.json`` and the split manifest.
+    """Reads ``<data_dir>/{images,metadata}/``, ``file_list.json`` and the split manifest
+    (``source=abid``), or a user's own photos (``source=folder``: ``<root>/<count>/*.jpg``;
+    ``source=table``: a CSV/JSONL of path,count): from the source's labelled photo list on, the
+    same manifest, cache and datasets. ``counts`` None: the counts the folder or table holds.
 
     With ``synthetic`` set (``per_class``, ``image_size``, ``seed``), ``prepare_data`` first renders
     a synthetic set in the same layout, so both kinds of data take the same path from here on.
@@ -63,8 +67,11 @@ class BinDataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        data_dir: str | Path,
-        counts: Sequence[int],
+        data_dir: str | Path | None,
+        source: str,
+        root: str | Path | None,
+        table: str | None,
+        counts: Sequence[int] | None,
         image_size: int,
         batch_size: int,
         num_workers: int | str,
@@ -88,6 +95,18 @@ class BinDataModule(pl.LightningDataModule):
         if augment not in AUGMENT:
             raise DataError(f"data.augment: expected one of {', '.join(AUGMENT)}, got "
                             f"{augment!r}")
+        if source not in SOURCES:
+            raise DataError(f"data.source: expected one of {', '.join(SOURCES)}, got {source!r}")
+        self.labelled: LabelledSet | None = None
+        if source != "abid":  # the photos (and so the counts) are known before the model is built
+            self.labelled = labelled_set(source=source, root=root, table=table,
+                                         data_dir=data_dir, cache_dir=cache_dir)
+            data_dir = self.labelled.data_dir
+            log.info("data.%s: %s", source, self.labelled.summary())
+            if counts is None:
+                counts = self.labelled.counts
+        if not data_dir:
+            raise DataError(f"data.data_dir: expected the data directory, got {data_dir!r}")
         if isinstance(counts, str) or not isinstance(counts, Sequence) or not counts:
             raise DataError(f"data.counts: expected a list of item counts, got {counts!r}")
         for n, count in enumerate(counts):
@@ -109,6 +128,8 @@ class BinDataModule(pl.LightningDataModule):
 
     def check_available(self) -> None:
         """Fail at once, before any model is built, when there is no data to read."""
+        if self.labelled is not None:
+            return  # scanned (and checked) when built
         if not self.hparams.synthetic and not (self.data_dir / FILE_LIST).is_file():
             raise DataNotFoundError(
                 f"no ABID data in {self.data_dir.resolve()} (expected {FILE_LIST}, images/ and "
@@ -124,12 +145,18 @@ class BinDataModule(pl.LightningDataModule):
 
             render_synthetic(self.data_dir, counts=self.counts, **self.hparams.synthetic)
         self.check_available()
-        ensure_manifest(
-            self.data_dir,
-            self.hparams.splits,
-            self.hparams.seed,
-            overwrite=self.hparams.overwrite_splits,
-        )
+        if self.labelled is not None:
+            for path, reason in self.labelled.skipped[:5]:
+                log.warning("left out: %s: %s", path, reason)
+            self.labelled.write_manifest(self.hparams.splits, self.hparams.seed,
+                                         self.hparams.overwrite_splits)
+        else:
+            ensure_manifest(
+                self.data_dir,
+                self.hparams.splits,
+                self.hparams.seed,
+                overwrite=self.hparams.overwrite_splits,
+            )
         if self.hparams.cache is True:
             ensure_cache(
                 self.data_dir,
@@ -163,8 +190,8 @@ class BinDataModule(pl.LightningDataModule):
         if self.datasets:
             return
         manifest = load_manifest(self.data_dir / MANIFEST)
-        left_out = Counter(c for split in SPLITS for _, c in split_ids(manifest, split)
-                           if c not in self.counts)
+        left_out = Counter(c for split in SPLITS for _, c, _ in
+                           split_files(self.data_dir, manifest, split) if c not in self.counts)
         if left_out:
             log.warning("%d images are left out: their counts are not in data.counts %s (%s)",
                         sum(left_out.values()), self.counts,
@@ -184,7 +211,8 @@ class BinDataModule(pl.LightningDataModule):
                 dataset = CachedBinDataset(location, split, transform, self.counts, seed)
             else:
                 items = self._present(
-                    [(i, c) for i, c in split_ids(manifest, split) if c in self.counts], split
+                    [item for item in split_files(self.data_dir, manifest, split)
+                     if item[1] in self.counts], split
                 )
                 dataset = BinImageDataset(
                     items, self.data_dir / IMAGES, transform, self.counts, seed
@@ -193,17 +221,18 @@ class BinDataModule(pl.LightningDataModule):
                 raise DataError(f"the {split} split of {self.data_dir / MANIFEST} has no images")
             self.datasets[split] = dataset
 
-    def _present(self, items: list[tuple[str, int]], split: str) -> list[tuple[str, int]]:
+    def _present(
+        self, items: list[tuple[str, int, Path]], split: str
+    ) -> list[tuple[str, int, Path]]:
         """Leave out (with a warning) images the manifest lists but the disk lacks."""
-        images_dir = self.data_dir / IMAGES
-        missing = {i for i, _ in items if not (images_dir / f"{i}.jpg").is_file()}
+        missing = {str(path) for _, _, path in items if not path.is_file()}
         if missing:
             warnings.warn(
                 f"{len(missing)} {split} images listed in {self.data_dir / MANIFEST} are "
-                f"missing from {images_dir} and are left out (first: {sorted(missing)[:5]})",
+                f"missing from {self.data_dir} and are left out (first: {sorted(missing)[:5]})",
                 stacklevel=2,
             )
-        return [item for item in items if item[0] not in missing]
+        return [item for item in items if str(item[2]) not in missing]
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """``augment=device``: augment (training) and normalize the uint8 batch on its device."""

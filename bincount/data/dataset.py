@@ -23,7 +23,8 @@ def load_rgb(path: Path) -> Image.Image:
 
 
 class BinImageDataset(Dataset):
-    """``(image_id, count)`` pairs read from ``<images_dir>/<id>.jpg``.
+    """``(image_id, count)`` pairs read from ``<images_dir>/<id>.jpg``, or ``(image_id, count,
+    path)`` triples (folder and table sets) read from their path.
 
     Items are dicts ``{"image": tensor, "label": class index, "id": str, "index": int}``; the
     class index of a count is its position in ``counts``. With a ``seed``, the random transform
@@ -33,7 +34,7 @@ class BinImageDataset(Dataset):
 
     def __init__(
         self,
-        items: Sequence[tuple[str, int]],
+        items: Sequence[tuple[str, int] | tuple[str, int, Path]],
         images_dir: Path,
         transform: Callable[[Image.Image], torch.Tensor],
         counts: Sequence[int],
@@ -50,10 +51,11 @@ class BinImageDataset(Dataset):
         return len(self.items)
 
     def path(self, index: int) -> Path:
-        return self.images_dir / f"{self.items[index][0]}.jpg"
+        item = self.items[index]
+        return Path(item[2]) if len(item) > 2 else self.images_dir / f"{item[0]}.jpg"
 
     def __getitem__(self, index: int) -> dict[str, Any] | None:
-        image_id, count = self.items[index]
+        image_id, count = self.items[index][:2]
         try:
             image = load_rgb(self.path(index))
         except UNREADABLE as err:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bincount.data.abid import DataError, read_file_list
+from bincount.data.abid import IMAGES, DataError, read_file_list
 from bincount.files import write_json_atomic
 
 MANIFEST = "splits.json"
@@ -80,11 +80,49 @@ def ensure_manifest(
     """
     data_dir = Path(data_dir)
     file_list = Path(file_list) if file_list else data_dir / "file_list.json"
-    path = data_dir / MANIFEST
-    wanted = build_manifest(file_list, ratios, seed)
+    return write_manifest_once(data_dir / MANIFEST, build_manifest(file_list, ratios, seed),
+                               overwrite)
+
+
+def items_checksum(entries: Sequence[tuple[str, int, str | None]]) -> str:
+    """SHA-256 of a labelled set's (id, count, fixed split) rows, in id order: what a
+    folder or table manifest was made from (moving the set elsewhere leaves it unchanged)."""
+    rows = sorted([str(i), int(c), s] for i, c, s in entries)
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
+
+
+def build_items_manifest(
+    source: str, entries: Sequence[dict[str, Any]], ratios: Sequence[float], seed: int
+) -> dict[str, Any]:
+    """The manifest of a folder or table set: ``entries`` hold ``id`` (the photo's path,
+    relative to the data dir or absolute), ``count``, and optionally ``split`` (fixed by the
+    table) and ``expected``. Rows without a split are split stratified by count, seeded."""
+    free = {e["id"]: int(e["count"]) for e in entries if not e.get("split")}
+    assignment = stratified_split(free, ratios, seed)
+    images = []
+    for e in sorted(entries, key=lambda e: e["id"]):
+        image = {"id": e["id"], "path": e["id"], "count": int(e["count"]),
+                 "split": e.get("split") or assignment[e["id"]]}
+        if e.get("expected") is not None:
+            image["expected"] = int(e["expected"])
+        images.append(image)
+    return {
+        "source": source,
+        "inputs_sha256": items_checksum(
+            [(e["id"], e["count"], e.get("split") or None) for e in entries]),
+        "seed": seed,
+        "ratios": [float(r) for r in ratios],
+        "images": images,
+    }
+
+
+def write_manifest_once(path: Path, wanted: dict[str, Any], overwrite: bool) -> Path:
+    """Write ``wanted`` to ``path`` unless a manifest made from the same inputs is there; one made
+    from other inputs (set, seed or ratios) is refused unless ``overwrite``."""
+    path = Path(path)
     if path.exists() and not overwrite:
         existing = load_manifest(path)
-        keys = ("file_list_sha256", "seed", "ratios")
+        keys = [k for k in ("file_list_sha256", "inputs_sha256", "seed", "ratios") if k in wanted]
         changed = [k for k in keys if existing.get(k) != wanted[k]]
         if changed:
             raise DataError(
@@ -117,3 +155,19 @@ def load_manifest(path: Path) -> dict[str, Any]:
 def split_ids(manifest: dict[str, Any], split: str) -> list[tuple[str, int]]:
     """``[(image_id, count), ...]`` of one split, in manifest order."""
     return [(str(e["id"]), int(e["count"])) for e in manifest["images"] if e["split"] == split]
+
+
+def image_file(data_dir: Path, entry: dict[str, Any]) -> Path:
+    """Where a manifest entry's photo is: its ``path`` (folder and table sets: relative to the
+    data dir, or absolute), else ABID's ``images/<id>.jpg``."""
+    if entry.get("path"):
+        return Path(data_dir) / str(entry["path"])
+    return Path(data_dir) / IMAGES / f"{entry['id']}.jpg"
+
+
+def split_files(
+    data_dir: Path, manifest: dict[str, Any], split: str
+) -> list[tuple[str, int, Path]]:
+    """``[(image_id, count, photo path), ...]`` of one split, in manifest order, any source."""
+    return [(str(e["id"]), int(e["count"]), image_file(data_dir, e))
+            for e in manifest["images"] if e["split"] == split]
