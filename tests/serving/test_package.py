@@ -40,9 +40,11 @@ def test_code_holds_the_handlers_and_only_the_modules_they_import(tmp_path: Path
     assert_runtime_only(files)
     shipped = python_modules(files) - {ENTRY_POINT}
     assert "bincount/models/export.py" in shipped and "bincount/data/transforms.py" in shipped
-    # serving itself only as inference.py and the runtimes it loads (never server or SDK code)
+    # serving itself only as inference.py, the request decoding and the runtimes it loads
+    # (never server or SDK code)
     assert {n for n in shipped if n.startswith("bincount/serving")} == {
-        "bincount/serving/__init__.py", "bincount/serving/runtimes.py"}
+        "bincount/serving/__init__.py", "bincount/serving/inputs.py",
+        "bincount/serving/runtimes.py"}
     assert "onnxruntime" not in files[REQUIREMENTS].decode()  # the torch image has what it needs
     # Every shipped module is imported by one shipped beside it (nothing extra tags along).
     imported = set()

@@ -197,7 +197,7 @@ def test_asking_the_server_for_a_missing_runtime_stops_it_naming_the_key(
 
 
 BAD = [
-    (b"{}", {"Content-Type": "application/json"}, 415),
+    (b"three", {"Content-Type": "text/plain"}, 415),
     (b"not an image", {"Content-Type": "image/jpeg"}, 400),
     (b"", {"Content-Type": "image/jpeg"}, 400),
     (bytes(MAX_BYTES + 1), {"Content-Type": "image/jpeg"}, 413),

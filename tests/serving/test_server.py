@@ -110,7 +110,7 @@ def test_image_predictor_through_a_session_pointed_at_the_server(
 @pytest.mark.parametrize(
     ("body", "headers", "status", "words"),
     [
-        (b"{}", {"Content-Type": "application/json"}, 415, "application/json"),
+        (b"three", {"Content-Type": "text/plain"}, 415, "text/plain"),
         (b"", {"Content-Type": "image/jpeg"}, 400, "empty"),
         (b"\xff\xd8\xff\xe0 garbage", {"Content-Type": "image/jpeg"}, 400, "not a decodable"),
         (bytes(MAX_BYTES + 1), {"Content-Type": "image/jpeg"}, 413, f"limit is {MAX_BYTES}"),
