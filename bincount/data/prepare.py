@@ -135,6 +135,8 @@ def prepare_data(cfg: Any) -> int:
 
 
 def _prepare(p: PrepareSettings) -> int:
+    if p.source != "abid":
+        return _prepare_own(p)
     data_dir = p.data_dir
     labels = select(source_labels(p.file_list), p.per_class_limit)
     if not labels:
@@ -168,6 +170,11 @@ def _prepare(p: PrepareSettings) -> int:
     _print_notes(data_dir, results, manifest is not None)
     if manifest is None:
         return 1
+    _upload_and_cache(p, data_dir)
+    return 1 if failed else 0
+
+
+def _upload_and_cache(p: PrepareSettings, data_dir: Path) -> None:
     if p.upload_to:
         from bincount.data.upload import upload_prepared
 
@@ -182,12 +189,43 @@ def _prepare(p: PrepareSettings) -> int:
         print(f"Uploaded {report.uploaded} files ({report.bytes / 1e6:.1f} MB), "
               f"{report.skipped} already there.")
         print(f"SageMaker training channel: {report.uri}", flush=True)
+        if p.source != "abid":  # the channel is paths.data_dir in the job: no data.root/table
+            print(f"Train there: python scripts/train.py launcher=sagemaker data={p.source} "
+                  f"launcher.inputs.train={report.uri}", flush=True)
     if p.cache:
         from bincount.data.cache import ensure_cache
 
         location = ensure_cache(data_dir, p.cache_dir, p.image_size, p.cache_workers, p.progress)
         print(f"Preprocessed cache ({p.image_size} px square): {location}", flush=True)
-    return 1 if failed else 0
+
+
+def _prepare_own(p: PrepareSettings) -> int:
+    """A folder or table set: check every photo, write the manifest, upload and cache it."""
+    from bincount.data.sources import labelled_set
+
+    labelled = labelled_set(source=p.source, root=p.root, table=p.table,
+                            data_dir=p.own_data_dir, cache_dir=p.cache_dir)
+    path = labelled.write_manifest(p.splits, p.seed, p.overwrite_splits)
+    manifest = load_manifest(path)
+    table = Table(title=f"{p.source} set in {labelled.data_dir}", box=box.SIMPLE_HEAD,
+                  show_edge=False, pad_edge=False)
+    for name in ("count", "photos", *SPLITS):
+        table.add_column(name, justify="right")
+    splits = Counter((e["count"], e["split"]) for e in manifest["images"])
+    for count in [*labelled.counts, None]:
+        cells = [sum(n for (c, _), n in splits.items() if count in (None, c)),
+                 *(sum(n for (c, s), n in splits.items() if s == split and count in (None, c))
+                   for split in SPLITS)]
+        table.add_row("all" if count is None else str(count), *map(str, cells))
+    Console().print(table)
+    if labelled.skipped:
+        print(f"{len(labelled.skipped)} unreadable photos left out (listed under 'skipped' "
+              f"in {path}):")
+        for where, reason in labelled.skipped[:5]:
+            print(f"  {where}: {reason}")
+    print(f"Split manifest: {path}", flush=True)
+    _upload_and_cache(p, labelled.data_dir)
+    return 0
 
 
 def _print_notes(data_dir: Path, results: Sequence[BinResult], split_written: bool) -> None:

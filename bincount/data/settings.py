@@ -13,6 +13,7 @@ from typing import Any
 
 from bincount.aws import parse_s3_uri
 from bincount.data.abid import DataError
+from bincount.data.sources import SOURCES
 from bincount.data.splits import check_ratios
 from bincount.errors import expect_bool, expect_int
 
@@ -29,6 +30,10 @@ class PrepareSettings:
     """What to download from where, how to split it, and whether to cache and upload it."""
 
     data_dir: Path
+    source: str  # abid: download ABID; folder | table: check the user's own set (data.*)
+    root: str | None  # source=folder: data.root
+    table: str | None  # source=table: data.table
+    own_data_dir: str | None  # source=table: data.data_dir (None: the table's folder)
     file_list: Path | None  # None: the list packaged with bincount
     per_class_limit: int | None  # None: every listed id
     bucket: str
@@ -70,8 +75,17 @@ class PrepareSettings:
                 f"prepare.retry_mode: expected 'standard' or 'adaptive', got {p.retry_mode!r}"
             )
         upload_to = _optional(p.upload_to)
+        if p.source not in SOURCES:
+            raise DataError(f"prepare.source: expected one of {', '.join(SOURCES)}, "
+                            f"got {p.source!r}")
+        data = cfg.get("data") or {}
         return cls(
             data_dir=Path(cfg.paths.data_dir),
+            source=str(p.source),
+            root=_optional(data.get("root")),
+            table=_optional(data.get("table")),
+            own_data_dir=(_optional(data.get("data_dir"))
+                          if p.source == "table" == data.get("source") else None),
             file_list=None if file_list is None else Path(file_list),
             per_class_limit=None if p.per_class_limit is None else count("per_class_limit"),
             bucket=str(p.bucket),

@@ -103,6 +103,8 @@ def build_items_manifest(
     for e in sorted(entries, key=lambda e: e["id"]):
         image = {"id": e["id"], "path": e["id"], "count": int(e["count"]),
                  "split": e.get("split") or assignment[e["id"]]}
+        if e.get("split"):
+            image["split_fixed"] = True  # by the table: kept when the set is uploaded
         if e.get("expected") is not None:
             image["expected"] = int(e["expected"])
         images.append(image)

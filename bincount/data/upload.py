@@ -2,14 +2,18 @@
 
 Only the prepared set goes up: ``file_list.json``, ``splits.json`` and the photo and metadata of
 every listed id, under the same layout, so the channel directory SageMaker mounts is a data
-directory the DataModule reads as is. Objects already there with the same size and MD5 (ETag)
-are skipped. This is the one place that uses the user's own AWS credentials.
+directory the DataModule reads as is. A folder or table set goes up as its photos, its manifest
+and (a table) ``labels.csv``: ``data=folder`` / ``data=table`` read the channel unchanged.
+Objects already there with the same size and MD5 (ETag) are skipped.
+This is the one place that uses the user's own AWS credentials.
 """
 
 from __future__ import annotations
 
 import base64
+import csv
 import hashlib
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +23,10 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from bincount.data.abid import FILE_LIST, IMAGES, METADATA, DataError, read_file_list
-from bincount.data.splits import MANIFEST
+from bincount.data.splits import MANIFEST, image_file, items_checksum, load_manifest
+from bincount.files import write_json_atomic
+
+TABLE = "labels.csv"  # a table set's table in the channel (conf/data/table.yaml's default)
 
 
 class UploadError(DataError):
@@ -34,9 +41,54 @@ class UploadReport:
     bytes: int
 
 
-def prepared_files(data_dir: Path) -> list[tuple[Path, str]]:
+def own_set_files(data_dir: Path, staging: Path) -> list[tuple[Path, str]] | None:
+    """A folder or table set's channel (None for ABID): every photo of the manifest under its
+    relative path (a photo outside the data dir under ``files/<hash>/<name>``), the manifest
+    with those paths, and for a table ``labels.csv`` (path,count[,split][,expected]): what
+    ``data=folder`` / ``data=table`` read in the container (``paths.data_dir`` is the channel).
+    """
+    manifest = load_manifest(data_dir / MANIFEST)
+    source = manifest.get("source")
+    if source not in ("folder", "table"):
+        return None
+    files: list[tuple[Path, str]] = []
+    rows, missing, images = [], [], []
+    for entry in manifest["images"]:
+        path = image_file(data_dir, entry)
+        key = str(entry["id"])
+        if Path(key).is_absolute():
+            tag = hashlib.sha256(str(path.parent).encode()).hexdigest()[:10]
+            key = f"files/{tag}/{path.name}"
+        if not path.is_file():
+            missing.append(str(path))
+        files.append((path, key))
+        images.append({**entry, "id": key, "path": key})
+        rows.append({"path": key, "count": entry["count"],
+                     "split": entry["split"] if entry.get("split_fixed") else "",
+                     "expected": entry.get("expected", "")})
+    if missing:
+        raise UploadError(f"{len(missing)} photos listed in {data_dir / MANIFEST} are missing "
+                          f"(first: {missing[:3]}); run scripts/prepare_data.py again")
+    uploaded = {**manifest, "images": images, "inputs_sha256": items_checksum(
+        [(r["path"], r["count"], r["split"] or None) for r in rows])}
+    write_json_atomic(staging / MANIFEST, uploaded)
+    files.append((staging / MANIFEST, MANIFEST))
+    if source == "table":
+        with (staging / TABLE).open("w", newline="") as out:
+            writer = csv.DictWriter(out, fieldnames=["path", "count", "split", "expected"])
+            writer.writeheader()
+            writer.writerows(rows)
+        files.append((staging / TABLE, TABLE))
+    return files
+
+
+def prepared_files(data_dir: Path, staging: Path) -> list[tuple[Path, str]]:
     """``(local path, relative key)`` of everything a training channel needs."""
     data_dir = Path(data_dir)
+    if (data_dir / MANIFEST).is_file():
+        own = own_set_files(data_dir, staging)
+        if own is not None:
+            return own
     for name in (FILE_LIST, MANIFEST):
         if not (data_dir / name).is_file():
             raise UploadError(
@@ -79,7 +131,13 @@ def upload_prepared(
     """Upload the prepared set under ``s3://<bucket>/<prefix>`` (``prefix`` without slashes at
     either end, as :func:`bincount.aws.parse_s3_uri` gives it); objects already there unchanged
     are skipped."""
-    files = prepared_files(Path(data_dir))
+    with tempfile.TemporaryDirectory() as staging:
+        files = prepared_files(Path(data_dir), Path(staging))
+        return _upload(files, bucket, prefix, client, workers, progress)
+
+
+def _upload(files: list[tuple[Path, str]], bucket: str, prefix: str, client: Any, workers: int,
+            progress: bool) -> UploadReport:
     try:
         existing = _existing(client, bucket, prefix)
     except NoCredentialsError as err:
