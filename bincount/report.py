@@ -13,6 +13,9 @@ from rich.table import Table
 from bincount.files import write_json_atomic
 
 SUMMARY = ("acc", "rmse", "mae", "within1_acc", "loss")
+# Rows shown where a run has them: expected calibration error of the raw and the calibrated
+# probabilities (bincount.calibrate).
+CALIBRATION = ("ece", "ece_calibrated")
 
 
 def collect_metrics(
@@ -62,6 +65,11 @@ def print_results(metrics: Mapping[str, Any], where: Mapping[str, Any] | None = 
         table.add_column(split, justify="right")
     for key in SUMMARY:
         table.add_row(key, *(f"{metrics.get(f'{s}_{key}', float('nan')):.4f}" for s in splits))
+    for key in CALIBRATION:
+        if any(f"{s}_{key}" in metrics for s in splits):
+            table.add_row(key.replace("_", " "), *(
+                f"{metrics[f'{s}_{key}']:.4f}" if metrics.get(f"{s}_{key}") is not None else "-"
+                for s in splits))
     counts = sorted({c for s in splits for c in metrics.get(f"{s}_per_class_acc", {})}, key=int)
     for count in counts:
         table.add_row(
@@ -70,5 +78,17 @@ def print_results(metrics: Mapping[str, Any], where: Mapping[str, Any] | None = 
         )
     console = Console(width=100)
     console.print(table)
+    if "temperature" in metrics:
+        console.print(f"temperature: {metrics['temperature']:.4f} (fitted on val: "
+                      "probabilities = softmax(scores / temperature))")
+    if "reconcile_settled" in metrics:
+        error = metrics["reconcile_settled_error"]
+        console.print(
+            f"reconciliation ({metrics['reconcile_split']}): "
+            f"{100 * metrics['reconcile_settled']:.1f}% of the pairs settled automatically"
+            + (f", {100 * error:.1f}% of them wrongly" if error is not None else "")
+            + f"; {100 * metrics['reconcile_review']:.1f}% left for review"
+            + "".join(f"; '{v}' never given (target not reachable)"
+                      for v in metrics["reconcile_never_given"]))
     for name, location in (where or {}).items():
         console.print(f"{name}: {location}", soft_wrap=True)

@@ -1,8 +1,9 @@
 """``train(cfg)``: the one training recipe, run as is by every launcher and every tuning trial.
 
 Read top to bottom: lock the output dir, seed, data, model, trainer, fit (resuming from a
-verified last.ckpt if there is one), validate and test the best checkpoint, export the model,
-write metrics.json. A run that a rule stopped, or whose best validation loss is not finite,
+verified last.ckpt if there is one), validate and test the best checkpoint, calibrate it (the
+temperature and the reconciliation thresholds, fitted on validation), export the model, write
+metrics.json. A run that a rule stopped, or whose best validation loss is not finite,
 exports nothing and fails.
 """
 
@@ -12,15 +13,24 @@ import logging
 import math
 import os
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import Logger, TensorBoardLogger
 
+from bincount.calibrate import (
+    RELIABILITY_PNG,
+    ReconcileSettings,
+    calibration_metrics,
+    fit_calibration,
+    reliability_plot,
+    save_figure,
+    score_split,
+)
 from bincount.callbacks.rules.base import Rule
 from bincount.checkpoints import AtomicCheckpointIO, remove_orphans, resume_checkpoint
 from bincount.config import build
@@ -66,13 +76,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if epochs not in (None, -1):  # -1: no limit
         expect_int("trainer.max_epochs", epochs, 1)
     expect_int("seed", cfg.seed, 0)
+    settings = ReconcileSettings.from_cfg(cfg)  # refused now, not after the fit
     # The process that starts the run holds the lock; DDP's other ranks run inside it.
     first_rank = int(os.environ.get("LOCAL_RANK", "0")) == 0
     with output_dir_lock(output_dir) if first_rank else nullcontext():
-        return _train(cfg, output_dir)
+        return _train(cfg, output_dir, settings)
 
 
-def _train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+def _train(cfg: DictConfig, output_dir: Path, settings: ReconcileSettings) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True)
     datamodule: BinDataModule = build(cfg.data)
     datamodule.check_available()
@@ -119,13 +130,26 @@ def _train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     metrics["status"] = "ok"
 
     if trainer.is_global_zero:
-        model_dir = export_model(model.net, model.spec(), Path(cfg.paths.model_dir),
-                                 samples=_validation_images(datamodule))
-        write_baseline(model, datamodule, model_dir)  # what scripts/monitor.py compares against
+        # One pass over val and test with the best model: the temperature and the thresholds
+        # are fitted on val, measured on test; the first val images check the ONNX export.
+        scored = {split: score_split(model.net, datamodule, split, trainer.strategy.root_device)
+                  for split in ("val", "test")}
+        calibration = fit_calibration(scored["val"], model.counts, settings)
+        metrics.update(calibration_metrics(scored, calibration, model.counts))
+        spec = replace(model.spec(), temperature=calibration.temperature,
+                       reconcile=calibration.thresholds.to_record())
+        model_dir = export_model(model.net, spec, Path(cfg.paths.model_dir),
+                                 samples=scored["val"].first_images)
+        # What scripts/monitor.py compares against (calibrated, as the endpoint answers).
+        write_baseline(model, datamodule, model_dir)
         write_metrics(output_dir / "metrics.json", metrics)
-        places: dict[str, Any] = {"checkpoints": checkpoint_dir}
+        reliability = reliability_plot(scored["test"], calibration.temperature, "test")
+        places: dict[str, Any] = {"checkpoints": checkpoint_dir,
+                                  "reliability": save_figure(reliability,
+                                                             output_dir / RELIABILITY_PNG)}
         for logger in loggers:
             if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_figure("reliability", reliability, close=False)
                 scalars = {k: v for k, v in metrics.items() if isinstance(v, float)}
                 logger.log_hyperparams(hyperparameters(cfg), metrics=scalars)
                 logger.finalize("success")
@@ -152,42 +176,6 @@ def _failure(trainer: pl.Trainer, callbacks: list[Any],
     return None
 
 
-def _validation_images(datamodule: BinDataModule, n: int = 8) -> torch.Tensor:
-    """A few real validation images, as the model sees them: the ONNX export is checked on
-    them."""
-    batch = next(iter(datamodule.val_dataloader()))
-    return datamodule.on_after_batch_transfer(batch, 0)["image"][:n].float()
-
-
 def _logged(trainer: pl.Trainer) -> dict[str, float]:
     return {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
 
-
-def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Test-split metrics of a checkpoint. The data comes from the checkpoint's own data
-    settings unless a ``data`` config is given."""
-    ckpt_path = Path(cfg.ckpt_path)
-    if not ckpt_path.is_file():
-        raise BincountError(f"ckpt_path: no checkpoint at {ckpt_path}")
-    datamodule = build(cfg.data) if cfg.get("data") else None
-    try:
-        model = CountModule.load_from_checkpoint(ckpt_path, map_location="cpu", pretrained=False,
-                                                 weights_only=True)
-        if datamodule is None:
-            datamodule = BinDataModule.load_from_checkpoint(ckpt_path, weights_only=True)
-    except BincountError:
-        raise
-    except Exception as err:  # whatever torch or Lightning make of a file that is not one
-        raise BincountError(
-            f"ckpt_path: {ckpt_path} is not a checkpoint of a bincount run (expected "
-            f"<run>/checkpoints/best.ckpt or last.ckpt; <run>/model/ is for serving; "
-            f"loading it raised {type(err).__name__})"
-        ) from err
-    datamodule.check_available()
-    trainer: pl.Trainer = build(cfg.trainer, logger=False)
-    test = trainer.test(model, datamodule=datamodule, verbose=False)[0]
-    metrics = collect_metrics({"test": test}, model.counts)
-    output_dir = Path(cfg.paths.output_dir)
-    write_metrics(output_dir / "metrics.json", metrics)
-    print_results(metrics, {"checkpoint": ckpt_path, "metrics": output_dir / "metrics.json"})
-    return metrics

@@ -1,12 +1,12 @@
-"""Test-split metrics of a checkpoint.
+"""Test-split metrics of a checkpoint: counting, calibration, risk-coverage, reconciliation.
 
-`python scripts/evaluate.py ckpt_path=<run>/checkpoints/best.ckpt`
+`python scripts/evaluate.py ckpt_path=<run>/checkpoints/best.ckpt [tta=hflip]`
 """
 
 from omegaconf import DictConfig
 
 from bincount.cli import hydra_main, run
-from bincount.train import evaluate
+from bincount.evaluate import evaluate
 
 
 @hydra_main("eval")

@@ -15,7 +15,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from bincount.errors import BincountError
 from bincount.models.export import load_model
-from bincount.train import TrainingFailed, evaluate, train
+from bincount.evaluate import evaluate
+from bincount.train import TrainingFailed, train
 from tests.support.tiny import METRIC_KEYS
 
 
@@ -37,6 +38,17 @@ def test_a_run_leaves_metrics_checkpoints_logs_and_a_servable_model(cfg: DictCon
     baseline = json.loads((out / "model" / "baseline.json").read_text())  # for scripts/monitor.py
     assert baseline and (out / "model" / "baseline_embeddings.npy").is_file()
 
+    # Calibrated: the temperature and the reconciliation thresholds fitted on val are served.
+    assert spec.temperature == pytest.approx(saved["temperature"]) and spec.temperature > 0
+    assert set(spec.reconcile) == {"match_threshold", "mismatch_threshold", "match_precision",
+                                   "mismatch_precision"}
+    assert spec.reconcile["match_precision"] == 0.95
+    for key in ("val_ece", "val_ece_calibrated", "test_ece", "test_ece_calibrated"):
+        assert 0.0 <= saved[key] <= 1.0, key
+    assert saved["val_ece_calibrated"] <= saved["val_ece"] + 1e-6  # T minimizes val NLL
+    assert saved["reconcile_settled"] + saved["reconcile_review"] == pytest.approx(1.0)
+    assert (out / "reliability.png").read_bytes()[:4] == b"\x89PNG"
+
     events = EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0}).Reload()
     scalars = set(events.Tags()["scalars"])
     assert {
@@ -48,7 +60,8 @@ def test_a_run_leaves_metrics_checkpoints_logs_and_a_servable_model(cfg: DictCon
         "train_acc",
     } <= scalars
     assert any(tag.startswith("lr-") for tag in scalars)
-    assert {"val_confusion_matrix", "val_predictions"} <= set(events.Tags()["images"])
+    assert {"val_confusion_matrix", "val_predictions", "reliability"} <= set(
+        events.Tags()["images"])
     # one per epoch, plus the final validation of the best checkpoint
     assert len(events.Images("val_confusion_matrix")) == cfg.trainer.max_epochs + 1
     hparams = [p for p in (out / "tensorboard").glob("events.*") if b"hparams" in p.read_bytes()]

@@ -2,8 +2,8 @@
 
 Per image: its size and aspect (from the bytes, as sent), brightness, contrast and sharpness (on a
 grayscale copy at a fixed size, so a sharper camera and a bigger photo are not confused), the
-predicted count and its confidence (the largest probability), and the penultimate-layer embedding
-of the net (the input of the ResNet's ``fc`` head).
+predicted count and its confidence (the largest calibrated probability), and the penultimate-layer
+embedding of the net (the input of the ResNet's ``fc`` head).
 """
 
 from __future__ import annotations
@@ -62,9 +62,12 @@ def decode(data: bytes) -> Image.Image:
         return image.convert("RGB")
 
 
-def penultimate(net: nn.Module, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(probabilities, embeddings) of a normalized batch: the embedding is what the ``fc`` head
-    receives (the pooled features of a torchvision ResNet)."""
+def penultimate(
+    net: nn.Module, batch: torch.Tensor, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(calibrated probabilities ``softmax(scores / temperature)``, embeddings) of a normalized
+    batch: the embedding is what the ``fc`` head receives (the pooled features of a torchvision
+    ResNet)."""
     seen: list[torch.Tensor] = []
     hook = net.fc.register_forward_hook(lambda _m, args, _out: seen.append(args[0]))
     try:
@@ -72,7 +75,7 @@ def penultimate(net: nn.Module, batch: torch.Tensor) -> tuple[torch.Tensor, torc
             logits = net(batch)
     finally:
         hook.remove()
-    return torch.softmax(logits.float(), dim=1), seen[0].flatten(1).float()
+    return torch.softmax(logits.float() / temperature, dim=1), seen[0].flatten(1).float()
 
 
 def profile_images(
@@ -82,7 +85,9 @@ def profile_images(
     predictions: Sequence[tuple[int, float] | None] | None = None,
 ) -> Profile:
     """The profile of ``images`` under ``net``: image statistics, embeddings, and counts with
-    confidences (``predictions[i]``, what the endpoint answered, where given; else the net's)."""
+    confidences (``predictions[i]``, what the endpoint answered, where given; else the net's,
+    calibrated with ``spec.temperature`` as every runtime does, so that a baseline's confidences
+    and an endpoint's answers are the same quantity)."""
     transform = eval_transform(spec.image_size, spec.mean, spec.std)
     device = next(net.parameters()).device
     net = net.eval()
@@ -92,7 +97,7 @@ def profile_images(
 
     def flush() -> None:
         batch = torch.stack([transform(image) for image in pending]).to(device)
-        probabilities, embeddings = penultimate(net, batch)
+        probabilities, embeddings = penultimate(net, batch, spec.temperature)
         rows.append(embeddings.cpu().numpy())
         for row in probabilities.cpu().tolist():
             index = len(profile.counts)
