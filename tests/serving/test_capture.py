@@ -31,8 +31,9 @@ def test_records_have_sagemakers_layout_and_rotate_hourly(tmp_path: Path) -> Non
     writer.start()
     first = datetime(2026, 12, 2, 7, 59, 59, 123000, tzinfo=timezone.utc)
     assert writer.offer(b"\xff\xd8jpeg", "image/jpeg", ANSWER, "application/json", first)
-    assert writer.offer(b"png", "image/png", ANSWER, "application/json",
-                        first.replace(hour=8, minute=0, second=1))
+    assert writer.offer(b'{"image": "eA==", "expected": 2}', "application/json", ANSWER,
+                        "application/json", first.replace(hour=8, minute=0, second=1),
+                        custom_attributes="trace=7, expected=2")
     writer.stop()
     files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.jsonl"))
     assert [f.rsplit("/", 1)[0] for f in files] == [
@@ -47,6 +48,11 @@ def test_records_have_sagemakers_layout_and_rotate_hourly(tmp_path: Path) -> Non
         "data": ANSWER.decode(), "encoding": "JSON"}
     assert record["eventMetadata"]["inferenceTime"] == "2026-12-02T07:59:59.123Z"
     assert len(record["eventMetadata"]["eventId"]) == 36
+    assert "customAttributes" not in record["eventMetadata"]  # the request had none
+    reconciled = lines(tmp_path)[1]
+    assert reconciled["eventMetadata"]["customAttributes"] == "trace=7, expected=2"
+    assert reconciled["captureData"]["endpointInput"]["encoding"] == "JSON"
+    assert json.loads(reconciled["captureData"]["endpointInput"]["data"])["expected"] == 2
     assert writer.captured == 2 and writer.dropped == writer.failed == 0
 
 

@@ -82,7 +82,7 @@ def test_deploy_uploads_the_artifact_creates_the_endpoint_and_delete_removes_it(
 ) -> None:
     session, sent = captured_session
     cfg = deploy_cfg(make_cfg, f"model_dir={model_dir}", "limits.max_request_bytes=123456",
-                     "deploy.runtime=torch")
+                     "deploy.runtime=torch", "tta=hflip")
 
     predictor = deploy_model(cfg, session)
 
@@ -101,6 +101,7 @@ def test_deploy_uploads_the_artifact_creates_the_endpoint_and_delete_removes_it(
     assert container["Environment"][handlers.MAX_REQUEST_BYTES_ENV] == "123456"
     assert container["Environment"][handlers.MAX_IMAGE_PIXELS_ENV] == "40000000"
     assert container["Environment"]["BINCOUNT_RUNTIME"] == "torch"
+    assert container["Environment"]["BINCOUNT_TTA"] == "hflip"
     (variant,) = sent["CreateEndpointConfig"]["ProductionVariants"]
     assert variant["ModelName"] == ENDPOINT
     assert variant["InstanceType"] == "ml.m5.large"

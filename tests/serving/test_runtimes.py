@@ -128,6 +128,51 @@ def test_torch_and_onnx_give_the_same_probabilities_on_real_photos(
     assert np.abs(torch_probs - onnx_probs).max() <= onnx.TOLERANCE
 
 
+def photo_batch(model_dir: Path, jpegs: dict[str, bytes]) -> torch.Tensor:
+    spec = json.loads((model_dir / "model.json").read_text())
+    transform = eval_transform(spec["image_size"], spec["mean"], spec["std"])
+    limits = handlers.Limits.from_env()
+    return torch.stack([transform(handlers.decode_image(d, limits)) for d in jpegs.values()])
+
+
+def test_every_runtime_applies_the_temperature_of_model_json(
+    model_dir: Path, jpegs: dict[str, bytes], tmp_path: Path
+) -> None:
+    """softmax(scores / 2): flatter, the same order, and the same from torch and ONNX."""
+    warm = shutil.copytree(model_dir, tmp_path / "model")
+    onnx.update_spec_json(warm, temperature=2.0)
+    batch = photo_batch(model_dir, jpegs)
+    plain = runtimes.load_runtime(model_dir, "torch", 1).probabilities(batch)
+    hot = {name: runtimes.load_runtime(warm, name, 1).probabilities(batch)
+           for name in ("torch", "onnx")}
+    assert np.abs(hot["torch"] - hot["onnx"]).max() <= onnx.TOLERANCE
+    flatter = np.sqrt(plain) / np.sqrt(plain).sum(axis=1, keepdims=True)  # p ** (1 / T)
+    assert np.allclose(hot["torch"], flatter, atol=1e-6)
+    assert (hot["torch"].max(axis=1) < plain.max(axis=1)).all()
+    assert (hot["torch"].argmax(axis=1) == plain.argmax(axis=1)).all()
+
+
+def test_an_onnx_model_giving_nan_is_refused_at_load_naming_the_file(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    import onnx as onnx_format
+
+    broken = shutil.copytree(model_dir, tmp_path / "model")
+    graph = onnx_format.load(broken / onnx.ONNX_FILE)
+    weights = max(graph.graph.initializer, key=lambda t: t.dims[0] if t.dims else 0)
+    array = onnx_format.numpy_helper.to_array(weights).copy()
+    array.flat[0] = np.nan
+    weights.CopyFrom(onnx_format.numpy_helper.from_array(array, weights.name))
+    onnx_format.save(graph, broken / onnx.ONNX_FILE)
+    with pytest.raises(DataError) as err:
+        runtimes.load_runtime(broken, "onnx", 1)
+    (line,) = str(err.value).splitlines()
+    assert line.startswith(f"{broken / onnx.ONNX_FILE} gives NaN or infinite probabilities")
+    onnx.update_spec_json(broken, temperature=0)
+    with pytest.raises(DataError, match="model.json: temperature must be a positive number"):
+        runtimes.load_runtime(broken, "torch", 1)
+
+
 @pytest.fixture(scope="module")
 def int8_model_dir(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny model with an int8 model quantized on a few random batches, recorded as

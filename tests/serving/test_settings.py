@@ -44,6 +44,7 @@ def test_serve_settings_are_typed_with_null_threads_for_every_core(
     assert settings.log_level == "warning"
     assert settings.max_wait_ms == 2.0
     assert settings.limits.max_request_bytes == 1000
+    assert settings.tta == "none"
 
 
 @pytest.mark.parametrize(
@@ -73,6 +74,8 @@ def test_serve_settings_are_typed_with_null_threads_for_every_core(
         ("serve.timeouts.body_s=0", "serve.timeouts.body_s: expected a number >= 0.001, got 0"),
         ("serve.timeouts.request_s=inf", "serve.timeouts.request_s: expected a number >= 0.001, "
                                          "got inf"),
+        ("tta=vflip", "tta: expected one of none, hflip, got 'vflip'"),
+        ("tta=null", "tta: expected one of none, hflip, got None"),
     ],
 )
 def test_bad_serve_settings_name_their_key(
@@ -104,6 +107,7 @@ def test_deploy_settings_strip_the_prefix_and_leave_unset_values_none(
         ("model_dir=null", "model_dir is required: the exported model directory to deploy"),
         ("deploy.instance_count=0", "deploy.instance_count: expected an integer >= 1, got 0"),
         ("deploy.wait=yes", "deploy.wait: expected true or false, got 'yes'"),
+        ("tta=both", "tta: expected one of none, hflip, got 'both'"),
     ],
 )
 def test_bad_deploy_settings_name_their_key(

@@ -18,14 +18,23 @@ from PIL import Image
 from bincount.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from bincount.models.backbone import build_resnet
 from bincount.models.export import ModelSpec, export_model
+from bincount.models.onnx import update_spec_json
+from bincount.models.reconcile import Thresholds
 
 IMAGE_SIZE = 64
 SAMPLE_IDS = ("00001", "00002", "00003", "00010")
 MAX_BYTES = 1_000_000  # the request limit of the test endpoints
+# Reconciliation thresholds for the untrained tiny model, whose probabilities on the sample
+# photos lie in 0.13-0.28 with count 1 the most probable: expected=1 is a match, expected=3 a
+# review and expected=5 a mismatch for each of SAMPLE_IDS.
+THRESHOLDS = Thresholds(match_threshold=0.25, mismatch_threshold=0.16,
+                        match_precision=0.95, mismatch_precision=0.95)
+VERDICTS = {1: "match", 3: "review", 5: "mismatch"}
 
 
 def make_model_dir(path: Path, seed: int = 0) -> Path:
-    """An untrained resnet18 exported at 64 px: the real format, no training needed."""
+    """An untrained resnet18 exported at 64 px: the real format, no training needed; its
+    model.json carries :data:`THRESHOLDS` (as a training run fits them on val)."""
     torch.manual_seed(seed)
     net = build_resnet("resnet18", num_classes=5, pretrained=False)
     spec = ModelSpec(
@@ -37,7 +46,9 @@ def make_model_dir(path: Path, seed: int = 0) -> Path:
         name="tiny",
         version="1",
     )
-    return export_model(net, spec, path)
+    export_model(net, spec, path)
+    update_spec_json(path, reconcile=THRESHOLDS.to_record())
+    return path
 
 
 def torch_only_model_dir(path: Path, source: Path | None = None) -> Path:
