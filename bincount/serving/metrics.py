@@ -1,9 +1,9 @@
 """Prometheus metrics of the local endpoint (``GET /metrics``, the text exposition format).
 
 Requests by route and status, request latency, micro-batch sizes, the predicted-count
-distribution, the confidence (largest probability) histogram, the model and runtime, and what
-data capture did. Each app has its own registry; updating a metric is a few dict lookups and
-additions, done after the answer is computed.
+distribution, the confidence (largest probability) histogram, reconciliation verdicts, the model
+and runtime, and what data capture did. Each app has its own registry; updating a metric is a
+few dict lookups and additions, done after the answer is computed.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
+from bincount.models.reconcile import VERDICTS
 from bincount.serving.capture import CaptureWriter
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -58,6 +59,10 @@ class Metrics:
         self.confidence = Histogram("bincount_prediction_confidence",
                                     "The predicted count's probability",
                                     buckets=CONFIDENCE_BUCKETS, registry=r)
+        self.verdicts = Counter("bincount_verdicts", "Answers to requests with an expected count, "
+                                "by verdict", ["verdict"], registry=r)
+        for verdict in VERDICTS:  # every verdict shows, even at 0
+            self.verdicts.labels(verdict=verdict).inc(0)
         Info("bincount_model", "The model served and the runtime that runs it",
              registry=r).info({"model": model, "runtime": runtime})
         self._count_children = {c: self.predicted.labels(count=str(c)) for c in counts}
@@ -79,6 +84,8 @@ class Metrics:
             child = self._count_children.get(count) or self.predicted.labels(count=str(count))
             child.inc()
             self.confidence.observe(max(result["probabilities"].values()))
+            if "verdict" in result:
+                self.verdicts.labels(verdict=result["verdict"]).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

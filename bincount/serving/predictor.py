@@ -1,7 +1,9 @@
 """``ImagePredictor``: a SageMaker ``Predictor`` that sends JPEG bytes and returns the JSON dict.
 
 It talks to a SageMaker endpoint, or to the local endpoint (``ImagePredictor.for_url``) through
-the same ``sagemaker-runtime`` client pointed at ``http://127.0.0.1:8080``.
+the same ``sagemaker-runtime`` client pointed at ``http://127.0.0.1:8080``. An expected count
+(reconciliation) travels as SageMaker's ``CustomAttributes`` (``expected=3``):
+``predictor.predict(jpeg, expected=3)`` answers with ``expected``, ``p_expected`` and ``verdict``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ LOCAL_ENDPOINT = "local"
 
 
 class ImagePredictor(Predictor):
-    """``predictor.predict(jpeg_bytes)`` -> ``{"count", "probabilities", "model"}``."""
+    """``predictor.predict(jpeg_bytes)`` -> ``{"count", "probabilities", "model"}``;
+    ``predictor.predict(jpeg_bytes, expected=3)`` adds ``expected``, ``p_expected``, ``verdict``.
+    """
 
     def __init__(
         self,
@@ -38,6 +42,16 @@ class ImagePredictor(Predictor):
             deserializer=JSONDeserializer(),
             **kwargs,
         )
+
+    def predict(self, data: Any, *args: Any, expected: int | None = None, **kwargs: Any) -> Any:
+        """The SDK's ``predict``; ``expected`` joins ``custom_attributes`` as ``expected=<n>``."""
+        if expected is not None:
+            if isinstance(expected, bool) or not isinstance(expected, int):
+                raise TypeError(f"expected: an integer count, got {expected!r}")
+            given = kwargs.get("custom_attributes")
+            kwargs["custom_attributes"] = \
+                f"{given},expected={expected}" if given else f"expected={expected}"
+        return super().predict(data, *args, **kwargs)
 
     @classmethod
     def for_url(cls, url: str, content_type: str = "image/jpeg") -> ImagePredictor:

@@ -7,6 +7,7 @@ tests/serving/test_server.py."""
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import subprocess
@@ -17,8 +18,10 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import boto3
 import pytest
 import requests
+from botocore.exceptions import ClientError
 
 from bincount.serving import handlers
 from tests.support.net import free_port
@@ -27,6 +30,7 @@ from tests.support.servers import SERVE_SCRIPT, ServerProcess, running_server
 from tests.support.serving import (
     MAX_BYTES,
     SAMPLE_IDS,
+    VERDICTS,
     make_model_dir,
     nan_model_dir,
     strip_png,
@@ -34,6 +38,7 @@ from tests.support.serving import (
 )
 
 pytestmark = pytest.mark.slow  # each test here starts Python processes that import torch
+CUSTOM_ATTRIBUTES = handlers.CUSTOM_ATTRIBUTES_HEADER
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +78,50 @@ def test_the_script_answers_as_the_handlers_do(
         got = answer.json()
         assert (got["count"], got["model"]) == (want["count"], want["model"])
         assert got["probabilities"] == pytest.approx(want["probabilities"], abs=2e-6)
+
+
+def test_the_script_reconciles_an_expected_count_however_it_is_sent(
+    server: ServerProcess, jpegs: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Plain HTTP with the CustomAttributes header, a JSON body, and boto3's invoke_endpoint
+    with CustomAttributes: the same verdicts; a bad expected value is a 400 naming it."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    runtime = boto3.client("sagemaker-runtime", region_name="us-east-1", endpoint_url=server.url)
+    data = jpegs[SAMPLE_IDS[0]]
+    plain = post(server, data, {"Content-Type": "image/jpeg"}).json()
+    assert set(plain) == {"count", "probabilities", "model"}
+    encoded = base64.b64encode(data).decode()
+    for count, verdict in VERDICTS.items():
+        answers = [
+            post(server, data, {"Content-Type": "image/jpeg",
+                                CUSTOM_ATTRIBUTES: f"trace=a1, expected={count}"}).json(),
+            post(server, json.dumps({"image": encoded, "expected": count}).encode(),
+                 {"Content-Type": "application/json"}).json(),
+            json.loads(runtime.invoke_endpoint(
+                EndpointName="bincount-local", Body=data, ContentType="image/jpeg",
+                CustomAttributes=f"expected={count}")["Body"].read()),
+        ]
+        for answer in answers:
+            assert answer["verdict"] == verdict, answer
+            assert answer["expected"] == count and answer["count"] == plain["count"]
+            assert answer["p_expected"] == pytest.approx(plain["probabilities"][str(count)],
+                                                         abs=2e-6)
+    for body, headers, field in [
+        (data, {"Content-Type": "image/jpeg", CUSTOM_ATTRIBUTES: "expected=three"},
+         "CustomAttributes: expected"),
+        (data, {"Content-Type": "image/jpeg", CUSTOM_ATTRIBUTES: "expected=7"}, "expected: 7"),
+        (json.dumps({"image": encoded, "expected": "3"}).encode(),
+         {"Content-Type": "application/json"}, "expected: expected an integer"),
+        (b'{"expected": 3}', {"Content-Type": "application/json"}, "image:"),
+    ]:
+        answer = post(server, body, headers)
+        assert answer.status_code == 400 and answer.json()["message"].startswith(field)
+    with pytest.raises(ClientError) as err:
+        runtime.invoke_endpoint(EndpointName="bincount-local", Body=data,
+                                ContentType="image/jpeg", CustomAttributes="expected=2.5")
+    assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert "CustomAttributes: expected='2.5'" in err.value.response["Error"]["Message"]
 
 
 def test_a_request_over_the_configured_limit_is_a_413_and_the_server_keeps_serving(

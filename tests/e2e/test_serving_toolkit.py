@@ -10,6 +10,7 @@ environment through a ``.pth`` file instead of installing them again.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -28,7 +29,7 @@ from bincount.serving import handlers
 from bincount.serving.package import stage_model_tree
 from tests.support.net import free_port
 from tests.support.servers import running_server
-from tests.support.serving import SAMPLE_IDS, bomb_png, huge_png, make_model_dir
+from tests.support.serving import SAMPLE_IDS, VERDICTS, bomb_png, huge_png, make_model_dir
 
 TOOLKIT = (
     "setuptools<81",
@@ -171,10 +172,36 @@ def test_toolkit_answers_as_the_local_server_does(
         assert got["probabilities"] == pytest.approx(want["probabilities"], abs=2e-6)
 
 
+def test_toolkit_reconciles_an_expected_count(
+    toolkit_server: str, sample_dir: Path, local_answers: dict[str, dict]
+) -> None:
+    """The toolkit hands input_fn its context, whose headers carry CustomAttributes; a JSON
+    body arrives decoded as text."""
+    image_id = SAMPLE_IDS[0]
+    jpeg = (sample_dir / "images" / f"{image_id}.jpg").read_bytes()
+    want = local_answers[image_id]
+    by_header = requests.post(
+        f"{toolkit_server}/invocations", data=jpeg, timeout=60, headers={
+            "Content-Type": "image/jpeg", handlers.CUSTOM_ATTRIBUTES_HEADER: "expected=5"})
+    by_json = requests.post(
+        f"{toolkit_server}/invocations", timeout=60, headers={"Content-Type": "application/json"},
+        data=json.dumps({"image": base64.b64encode(jpeg).decode(), "expected": 1}))
+    for answer, count in ((by_header, 5), (by_json, 1)):
+        assert answer.status_code == 200, answer.text[:500]
+        got = answer.json()
+        assert (got["count"], got["expected"], got["verdict"]) == (
+            want["count"], count, VERDICTS[count])
+        assert got["p_expected"] == pytest.approx(want["probabilities"][str(count)], abs=2e-6)
+
+
 @pytest.mark.parametrize(
     ("body", "headers", "status", "words"),
     [
-        (b"{}", {"Content-Type": "application/json"}, 415, "is not supported"),
+        (b"{}", {"Content-Type": "application/json"}, 400, "image: the JSON body"),
+        (None, {"Content-Type": "image/jpeg", handlers.CUSTOM_ATTRIBUTES_HEADER: "expected=x"},
+         400, "CustomAttributes: expected='x'"),
+        (None, {"Content-Type": "image/jpeg", handlers.CUSTOM_ATTRIBUTES_HEADER: "expected=8"},
+         400, "expected: 8 is not a count"),
         (b"three", {"Content-Type": "text/plain"}, 415, "is not supported"),
         (b"not an image", {"Content-Type": "image/jpeg"}, 400, "not an image"),
         (b"", {"Content-Type": "image/jpeg"}, 400, "empty"),
@@ -184,7 +211,8 @@ def test_toolkit_answers_as_the_local_server_does(
         # The toolkit decodes before it serializes: a good image, then the wrong Accept.
         (None, {"Content-Type": "image/jpeg", "Accept": "text/csv"}, 406, "text/csv"),
     ],
-    ids=["json", "text", "undecodable", "empty", "too-large", "bomb", "too-many-pixels", "accept"],
+    ids=["json", "attributes", "expected-count", "text", "undecodable", "empty", "too-large",
+         "bomb", "too-many-pixels", "accept"],
 )
 def test_bad_requests_are_4xx_under_the_toolkit_too(
     toolkit_server: str,

@@ -33,7 +33,8 @@ def test_requests_batches_predictions_and_model_are_exposed(tmp_path: Path) -> N
     metrics.observe_request("/invocations", 200, 0.02)
     metrics.observe_request("/invocations", 200, 0.3)
     metrics.observe_request("/invocations", 415, 0.001)
-    metrics.observe_batch([result(2, 0.9), result(2, 0.55), result(3, 0.97)])
+    metrics.observe_batch([result(2, 0.9), {**result(2, 0.55), "verdict": "review"},
+                           {**result(3, 0.97), "verdict": "match"}])
     writer.offer(b"x", "image/jpeg", b"{}", "application/json")
     writer.offer(b"x", "image/jpeg", b"{}", "application/json")  # the queue holds one
     s = scrape(metrics)
@@ -48,6 +49,8 @@ def test_requests_batches_predictions_and_model_are_exposed(tmp_path: Path) -> N
     assert s["bincount_prediction_confidence_bucket"][(("le", "0.6"),)] == 1
     assert s["bincount_prediction_confidence_bucket"][(("le", "0.95"),)] == 2
     assert s["bincount_model_info"] == {(("model", "tiny/1"), ("runtime", "onnx")): 1}
+    assert s["bincount_verdicts_total"] == {
+        (("verdict", "match"),): 1, (("verdict", "mismatch"),): 0, (("verdict", "review"),): 1}
     assert s["bincount_capture_records_total"] == {
         (("outcome", "captured"),): 0, (("outcome", "dropped"),): 1,
         (("outcome", "failed"),): 0}

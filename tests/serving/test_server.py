@@ -23,6 +23,7 @@ from tests.support.servers import serve_settings, served
 from tests.support.serving import (
     MAX_BYTES,
     SAMPLE_IDS,
+    VERDICTS,
     bomb_png,
     huge_png,
     png_bytes,
@@ -105,6 +106,25 @@ def test_image_predictor_through_a_session_pointed_at_the_server(
     predictor = ImagePredictor.for_url(endpoint)
     for image_id, data in jpegs.items():
         assert same_answer(predictor.predict(data), expected[image_id])
+    reconciled = predictor.predict(jpegs[SAMPLE_IDS[0]], expected=5)
+    assert same_answer(reconciled, expected[SAMPLE_IDS[0]])
+    assert (reconciled["expected"], reconciled["verdict"]) == (5, VERDICTS[5])
+
+
+def test_an_expected_count_the_model_does_not_give_is_a_400_and_the_batch_goes_on(
+    endpoint: str, jpegs: dict[str, bytes], expected: dict[str, dict]
+) -> None:
+    """Refused before batching: the good requests beside it are answered."""
+    data = jpegs[SAMPLE_IDS[0]]
+    with ThreadPoolExecutor(4) as pool:
+        bad = pool.submit(post, endpoint, data, {"Content-Type": "image/jpeg",
+                                                 handlers.CUSTOM_ATTRIBUTES_HEADER: "expected=9"})
+        good = [pool.submit(post, endpoint, data, {"Content-Type": "image/jpeg"})
+                for _ in range(3)]
+        refused = bad.result()
+        assert refused.status_code == 400
+        assert refused.json()["message"].startswith("expected: 9 is not a count this model")
+        assert all(same_answer(g.result().json(), expected[SAMPLE_IDS[0]]) for g in good)
 
 
 @pytest.mark.parametrize(
