@@ -98,14 +98,15 @@ class BinDataModule(pl.LightningDataModule):
         if source not in SOURCES:
             raise DataError(f"data.source: expected one of {', '.join(SOURCES)}, got {source!r}")
         self.labelled: LabelledSet | None = None
+        location = data_dir
         if source != "abid":  # the photos (and so the counts) are known before the model is built
             self.labelled = labelled_set(source=source, root=root, table=table,
                                          data_dir=data_dir, cache_dir=cache_dir)
-            data_dir = self.labelled.data_dir
+            location = str(self.labelled.data_dir)  # (hparams, and checkpoints, hold plain types)
             log.info("data.%s: %s", source, self.labelled.summary())
             if counts is None:
                 counts = self.labelled.counts
-        if not data_dir:
+        if not location:
             raise DataError(f"data.data_dir: expected the data directory, got {data_dir!r}")
         if isinstance(counts, str) or not isinstance(counts, Sequence) or not counts:
             raise DataError(f"data.counts: expected a list of item counts, got {counts!r}")
@@ -121,7 +122,7 @@ class BinDataModule(pl.LightningDataModule):
             raise DataError(f"data.cache_dir: expected a directory (data.cache=true), got "
                             f"{cache_dir!r}")
         self.save_hyperparameters(logger=False)
-        self.data_dir = Path(data_dir)
+        self.data_dir = Path(location)
         self.counts = list(counts)
         self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
         self.datasets: dict[str, Dataset] = {}
