@@ -125,8 +125,8 @@ def _pct(value: float | None) -> str:
 def print_tables(metrics: dict[str, Any]) -> None:
     """The risk-coverage and the reconciliation tables of an evaluation's metrics."""
     console = Console(width=100)
-    coverage = Table(title=f"risk-coverage, test split (tta={metrics['tta']}): accuracy when "
-                           "only the most confident images are answered")
+    coverage = Table(title=f"risk-coverage (test split, tta={metrics['tta']})", min_width=72,
+                     caption="accuracy when only the most confident images are answered")
     coverage.add_column("coverage")
     coverage.add_column("accuracy", justify="right")
     for share, acc in metrics["test_risk_coverage"].items():
@@ -134,8 +134,8 @@ def print_tables(metrics: dict[str, Any]) -> None:
     console.print(coverage)
 
     r = {k.removeprefix("reconcile_"): v for k, v in metrics.items() if k.startswith("reconcile_")}
-    table = Table(title=f"reconciliation, {r['split']} split: {r['pairs']} pairs (each image "
-                        "with its true count and with a wrong one, +-1 or +-2)")
+    table = Table(title=f"reconciliation ({r['split']} split, {r['pairs']} pairs)", min_width=72,
+                  caption="each image with its true count and with a wrong one (+-1 or +-2)")
     table.add_column("")
     table.add_column("value", justify="right")
     table.add_row("settled automatically (match + mismatch)", _pct(r["settled"]))

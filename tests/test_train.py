@@ -14,13 +14,15 @@ from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from bincount.errors import BincountError
-from bincount.models.export import load_model
 from bincount.evaluate import evaluate
+from bincount.models.export import load_model
 from bincount.train import TrainingFailed, train
 from tests.support.tiny import METRIC_KEYS
 
 
-def test_a_run_leaves_metrics_checkpoints_logs_and_a_servable_model(cfg: DictConfig) -> None:
+def test_a_run_leaves_metrics_checkpoints_logs_and_a_servable_model(
+    cfg: DictConfig, make_cfg: Callable[..., DictConfig], capsys: pytest.CaptureFixture[str]
+) -> None:
     metrics = train(cfg)
     out = Path(cfg.paths.output_dir)
 
@@ -67,6 +69,21 @@ def test_a_run_leaves_metrics_checkpoints_logs_and_a_servable_model(cfg: DictCon
     hparams = [p for p in (out / "tensorboard").glob("events.*") if b"hparams" in p.read_bytes()]
     assert hparams, "the hyperparameters with the final metrics are in TensorBoard"
 
+    # Evaluating the best checkpoint with the mirror averaged in: the same temperature (fitted on
+    # the same val split), the two tables, the plots beside metrics.json.
+    capsys.readouterr()
+    evaluated = evaluate(make_cfg(f"ckpt_path={out / 'checkpoints' / 'best.ckpt'}", "tta=hflip",
+                                  f"paths.output_dir={out / 'eval'}", name="eval", tiny=False))
+    printed = capsys.readouterr().out
+    assert evaluated["temperature"] == pytest.approx(spec.temperature)
+    assert evaluated["tta"] == "hflip" and 0.0 <= evaluated["test_acc_tta"] <= 1.0
+    assert list(evaluated["test_risk_coverage"]) == ["100%", "80%", "60%", "40%", "20%"]
+    assert "risk-coverage (test split, tta=hflip)" in printed
+    assert "reconciliation (test split" in printed and "settled automatically" in printed
+    assert json.loads((out / "eval" / "metrics.json").read_text())["reconcile_pairs"] > 0
+    for png in ("risk_coverage.png", "reliability.png"):
+        assert (out / "eval" / png).read_bytes()[:4] == b"\x89PNG"
+
 
 @pytest.mark.parametrize(
     ("override", "message"),
@@ -75,6 +92,8 @@ def test_a_run_leaves_metrics_checkpoints_logs_and_a_servable_model(cfg: DictCon
         ("data.batch_size=abc", "data.batch_size: expected an integer >= 1, got 'abc'"),
         ("trainer.max_epochs=0", "trainer.max_epochs: expected an integer >= 1"),
         ("model.freeze_backbone=maybe", "model.freeze_backbone: expected true or false"),
+        ("reconcile.match_precision=1.5",
+         "reconcile.match_precision: expected a precision between 0 and 1 (exclusive), got 1.5"),
     ],
 )
 def test_a_bad_setting_names_the_key(

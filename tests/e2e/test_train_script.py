@@ -65,8 +65,14 @@ def test_script_writes_its_resolved_config_into_the_run_dir(
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     trained = json.loads((run / "metrics.json").read_text())
     tested = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    for key in ("test_acc", "test_rmse", "test_mae", "test_within1_acc", "test_loss"):
+    for key in ("test_acc", "test_rmse", "test_mae", "test_within1_acc", "test_loss",
+                "temperature", "test_ece", "test_ece_calibrated", "reconcile_settled"):
         assert tested[key] == pytest.approx(trained[key], abs=1e-6)
+    assert "risk-coverage (test split, tta=none)" in evaluated.stdout
+    assert "reconciliation (test split" in evaluated.stdout
+    assert "ece calibrated" in evaluated.stdout and "ece calibrated" in result.stdout
+    assert (tmp_path / "eval" / "risk_coverage.png").is_file()
+    assert (tmp_path / "eval" / "reliability.png").is_file() and (run / "reliability.png").is_file()
 
 @pytest.mark.slow
 def test_missing_data_stops_at_once_with_the_directory_and_the_fix(tmp_path: Path) -> None:
