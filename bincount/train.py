@@ -87,7 +87,7 @@ def _train(cfg: DictConfig, output_dir: Path, settings: ReconcileSettings) -> di
     pl.seed_everything(cfg.seed, workers=True)
     datamodule: BinDataModule = build(cfg.data)
     datamodule.check_available()
-    model: CountModule = build(cfg.model)
+    model: CountModule = build(cfg.model, counts=datamodule.counts)  # the data's counts
     callbacks = instantiate_group(cfg.get("callbacks"))
     callbacks += instantiate_group(cfg.get("rules"))  # conf/rules: the Debugger-style rules
     loggers: list[Logger] = instantiate_group(cfg.get("logger"))

@@ -30,6 +30,8 @@ CONFIG_NAME = "train"
 # Override keys (and their children) that stay on this side: the launcher's own settings,
 # Hydra's, and the locations, which the container sets from SM_* variables.
 LOCAL_ONLY = ("launcher", "hydra", "paths")
+# Your own bins' locations on this machine: in the job they are the channel (conf/data/*.yaml).
+LOCAL_DATA = ("data.root", "data.table")
 # CreateTrainingJob limits: at most 100 hyperparameters, keys up to 256 characters, values
 # up to 2500. The SDK adds its own sagemaker_* ones (program, submit directory, log level,
 # job name, region, distribution): room is kept for them.
@@ -48,9 +50,13 @@ def task_overrides() -> list[str]:
 
 
 def job_overrides(overrides: Sequence[str]) -> list[str]:
-    """The overrides that travel to the job (not launcher.*, hydra.*, paths.*)."""
-    kept = [o for o in overrides if top_key(o) not in LOCAL_ONLY]
-    dropped = [o for o in overrides if top_key(o) in LOCAL_ONLY and top_key(o) != "launcher"]
+    """The overrides that travel to the job (not launcher.*, hydra.*, paths.*, data.root,
+    data.table)."""
+    def local(override: str) -> bool:
+        return top_key(override) in LOCAL_ONLY or override_key(override) in LOCAL_DATA
+
+    kept = [o for o in overrides if not local(o)]
+    dropped = [o for o in overrides if local(o) and top_key(o) != "launcher"]
     if dropped:
         log.info("not sent to the job (the container sets its own locations): %s",
                  " ".join(dropped))

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from bincount.data.abid import IMAGES, DataError
-from bincount.data.splits import MANIFEST, load_manifest, split_ids
+from bincount.data.abid import DataError
+from bincount.data.splits import MANIFEST, load_manifest, split_files
 from bincount.files import atomic_path, write_json_atomic
 from bincount.models.export import load_spec
 from bincount.monitoring.stats import IMAGE_STATS, Profile, decode, profile_images
@@ -48,11 +48,11 @@ def _sample(items: list[Any], size: int, seed: int) -> list[Any]:
 
 def _val_images(data_dir: Path, seed: int) -> Iterator[Any]:
     manifest = load_manifest(data_dir / MANIFEST)
-    items = _sample(split_ids(manifest, "val"), MAX_IMAGES, seed)
+    items = _sample(split_files(data_dir, manifest, "val"), MAX_IMAGES, seed)
     if not items:
         raise DataError(f"the val split of {data_dir / MANIFEST} has no images for a baseline")
-    for image_id, _ in items:
-        yield decode((data_dir / IMAGES / f"{image_id}.jpg").read_bytes())
+    for _, _, path in items:
+        yield decode(path.read_bytes())
 
 
 def write_baseline(model: nn.Module, datamodule: Any, model_dir: Path, seed: int = 0) -> Path:

@@ -20,6 +20,17 @@ OVERRIDES = [
 ]
 
 
+def test_your_own_bins_local_locations_stay_here_and_the_job_reads_its_channel() -> None:
+    command_line = ["data=table", "data.table=/home/me/bins/labels.csv", "data=folder",
+                    "++data.root=/home/me/bins", "data.batch_size=8"]
+
+    kept = job_overrides(command_line)
+
+    assert kept == ["data=table", "data=folder", "data.batch_size=8"]
+    job = check_overrides(kept, CONF)  # in the job, the folder is the training channel
+    assert job.data.root == job.paths.data_dir
+
+
 def test_overrides_travel_one_per_key_and_come_back_unchanged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

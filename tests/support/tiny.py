@@ -19,4 +19,6 @@ TINY = [
 
 # What every finished run's metrics.json holds.
 METRIC_KEYS = {"val_loss", "val_acc", "test_loss", "test_acc", "test_rmse", "test_mae",
-               "test_within1_acc", "test_per_class_acc"}
+               "test_within1_acc", "test_per_class_acc",
+               "temperature", "val_ece", "val_ece_calibrated", "test_ece", "test_ece_calibrated",
+               "reconcile_settled", "reconcile_review"}
