@@ -128,7 +128,8 @@ def test_deploy_uploads_the_artifact_creates_the_endpoint_and_delete_removes_it(
     assert {"model.pt", "model.json", "code/inference.py", "code/requirements.txt"} <= names
     assert "code/bincount/models/export.py" in names  # what inference.py imports
     assert {n for n in files if n.startswith("code/bincount/serving")} == {
-        "code/bincount/serving/__init__.py", "code/bincount/serving/runtimes.py"}
+        "code/bincount/serving/__init__.py", "code/bincount/serving/inputs.py",
+        "code/bincount/serving/runtimes.py"}
     assert "model.onnx" not in names  # the artifact carries the chosen runtime only
     assert_runtime_only(files)
     assert files["code/inference.py"] == Path(handlers.__file__).read_bytes()
