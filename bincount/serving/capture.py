@@ -7,8 +7,12 @@ One JSON Lines record per sampled request::
                      "endpointOutput": {"observedContentType": "application/json",
                                         "mode": "OUTPUT", "data": "<the JSON>",
                                         "encoding": "JSON"}},
-     "eventMetadata": {"eventId": "<uuid>", "inferenceTime": "2026-12-02T07:00:00.000Z"},
+     "eventMetadata": {"eventId": "<uuid>", "inferenceTime": "2026-12-02T07:00:00.000Z",
+                       "customAttributes": "expected=3"},
      "eventVersion": "0"}
+
+(``customAttributes``: the request's ``X-Amzn-SageMaker-Custom-Attributes``, only when it had
+one; the expected count of a reconciliation request sent that way.)
 
 in ``<dir>/<endpoint>/<variant>/yyyy/mm/dd/hh/<mm-ss-mmm>-<uuid>.jsonl`` (UTC; a new file each
 hour), so :mod:`bincount.monitoring.capture` reads a local capture and a SageMaker one alike.
@@ -49,6 +53,7 @@ class Event:
     output_type: str
     when: datetime
     event_id: str
+    custom_attributes: str | None = None
 
 
 def encode(data: bytes, content_type: str) -> dict[str, str]:
@@ -75,6 +80,8 @@ def capture_record(event: Event) -> dict[str, Any]:
             "eventId": event.event_id,
             "inferenceTime": event.when.strftime("%Y-%m-%dT%H:%M:%S.")
             + f"{event.when.microsecond // 1000:03d}Z",
+            **({"customAttributes": event.custom_attributes}
+               if event.custom_attributes is not None else {}),
         },
         "eventVersion": "0",
     }
@@ -111,13 +118,13 @@ class CaptureWriter:
         self._thread = None
 
     def offer(self, body: bytes, content_type: str, output: bytes, output_type: str,
-              when: datetime | None = None) -> bool:
+              when: datetime | None = None, custom_attributes: str | None = None) -> bool:
         """Capture this request (answered at ``when``, default now) with probability
         ``sampling``; True if it was queued. Never blocks and never raises for a full queue."""
         if self.sampling <= 0 or (self.sampling < 1 and self._random.random() >= self.sampling):
             return False
         event = Event(body, content_type, output, output_type, when or datetime.now(timezone.utc),
-                      str(uuid.uuid4()))
+                      str(uuid.uuid4()), custom_attributes)
         try:
             self._queue.put_nowait(event)
         except queue.Full:

@@ -22,7 +22,7 @@ from bincount.aws import make_session, quiet_sdk
 from bincount.errors import BincountError, expect_bool
 from bincount.models.export import ModelSpec
 from bincount.serving.package import ENTRY_POINT, check_model_dir, stage_code, weights_archive
-from bincount.serving.runtimes import RUNTIME_ENV, choose_runtime
+from bincount.serving.runtimes import RUNTIME_ENV, TTA_ENV, choose_runtime
 from bincount.serving.settings import DeleteSettings, DeploySettings
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ def deploy_model(cfg: DictConfig, session: Session | None = None) -> ImagePredic
             framework_version=settings.framework_version,
             py_version=settings.py_version,
             code_location=f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}",
-            env={**settings.limits.to_env(), RUNTIME_ENV: runtime},
+            env={**settings.limits.to_env(), RUNTIME_ENV: runtime, TTA_ENV: settings.tta},
             predictor_cls=ImagePredictor,
             name=name,
             sagemaker_session=session,

@@ -227,10 +227,11 @@ def quantize(cfg: DictConfig) -> dict[str, Any]:
     reader = CalibrationReader(INPUT_NAME, batches(calibration, spec, settings.batch_size))
     quantize_onnx(model_dir / ONNX_FILE, model_dir / INT8_FILE, reader, settings.per_channel)
 
+    t = spec.temperature  # calibrated probabilities, as the served runtimes give
     runtimes: dict[str, Runtime] = {
-        "torch": TorchRuntime(net=net, device=torch.device("cpu")),
-        "onnx": OrtRuntime(ort_session(model_dir / ONNX_FILE, threads), "onnx"),
-        "int8": OrtRuntime(ort_session(model_dir / INT8_FILE, threads), "int8"),
+        "torch": TorchRuntime(net=net, device=torch.device("cpu"), temperature=t),
+        "onnx": OrtRuntime(ort_session(model_dir / ONNX_FILE, threads), "onnx", t),
+        "int8": OrtRuntime(ort_session(model_dir / INT8_FILE, threads), "int8", t),
     }
     record: dict[str, Any] = {
         "file": INT8_FILE, "format": "QDQ (uint8 activations, int8 weights, MinMax)",

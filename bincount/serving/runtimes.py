@@ -3,6 +3,13 @@ int8 (static QDQ, ``scripts/quantize.py``). Every runtime takes the same normali
 evaluation transform of ``model.json``) and returns the same float64 probabilities, so the
 handlers, the JSON and the 4xx behaviour do not depend on the choice.
 
+Every runtime returns calibrated probabilities: ``softmax(scores / temperature)`` with the
+temperature ``model.json`` records (1 when it has none), so every consumer (the handlers,
+predict, quantize) gets the same calibrated numbers. Test-time augmentation (``tta: hflip``,
+``BINCOUNT_TTA`` in the container) wraps any runtime: one forward of the batch and its mirror,
+the two probabilities averaged. A runtime is checked once at load: one batch must give finite
+probabilities, or the model is refused naming its file.
+
 A runtime is usable when its file is in the model directory and ``model.json`` records that it
 passed its check: the ONNX model matched PyTorch (``"onnx"``), the int8 model kept its accuracy
 or was forced (``"int8"``). ``auto`` picks the fastest usable one (PyTorch on a GPU).
@@ -17,6 +24,7 @@ other on the same cores.
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,7 +34,7 @@ import torch
 from torch import nn
 
 from bincount.data.abid import DataError
-from bincount.models.export import WEIGHTS_FILE, load_model
+from bincount.models.export import WEIGHTS_FILE, ModelSpec, load_model, load_spec
 from bincount.models.onnx import (
     INPUT_NAME,
     INT8_FILE,
@@ -43,6 +51,8 @@ CHOICES = (AUTO, *RUNTIMES)
 FILES = {"torch": WEIGHTS_FILE, "onnx": ONNX_FILE, "int8": INT8_FILE}
 RUNTIME_ENV = "BINCOUNT_RUNTIME"
 THREADS_ENV = "BINCOUNT_THREADS"
+TTA_ENV = "BINCOUNT_TTA"
+TTA_CHOICES = ("none", "hflip")
 
 
 class RuntimeUnavailable(DataError):
@@ -57,28 +67,71 @@ class Runtime(Protocol):
         """Normalized NCHW float batch -> (N, classes) float64 probabilities."""
 
 
+def calibrated(scores: np.ndarray, temperature: float) -> np.ndarray:
+    """``softmax(scores / temperature)`` in float64: the calibrated class probabilities."""
+    return softmax(scores.astype(np.float64) / temperature)
+
+
 @dataclass
 class TorchRuntime:
     net: nn.Module
     device: torch.device
+    temperature: float  # model.json's; 1.0: the plain softmax
     name: str = "torch"
 
     def probabilities(self, batch: torch.Tensor) -> np.ndarray:
         with torch.inference_mode():
-            logits = self.net(batch.to(self.device))
-        return softmax(logits.float().cpu().numpy())
+            scores = self.net(batch.to(self.device))
+        return calibrated(scores.float().cpu().numpy(), self.temperature)
 
 
 @dataclass
 class OrtRuntime:
     session: Any  # onnxruntime.InferenceSession
     name: str
+    temperature: float
     device: torch.device = torch.device("cpu")
 
     def probabilities(self, batch: torch.Tensor) -> np.ndarray:
         inputs = np.ascontiguousarray(batch.cpu().numpy(), dtype=np.float32)
-        (logits,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: inputs})
-        return softmax(logits)
+        (scores,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: inputs})
+        return calibrated(scores, self.temperature)
+
+
+@dataclass
+class HflipRuntime:
+    """``tta: hflip``: the mean of the calibrated probabilities of each image and its
+    horizontal mirror, from one forward pass of the doubled batch."""
+
+    inner: Runtime
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def device(self) -> torch.device:
+        return self.inner.device
+
+    def probabilities(self, batch: torch.Tensor) -> np.ndarray:
+        both = self.inner.probabilities(torch.cat([batch, batch.flip(-1)]))
+        return (both[: len(batch)] + both[len(batch):]) / 2
+
+
+def with_tta(runtime: Runtime, tta: str, key: str = "serve.tta") -> Runtime:
+    """``runtime`` with test-time augmentation ``tta`` (``none`` or ``hflip``)."""
+    if tta not in TTA_CHOICES:
+        raise DataError(f"{key}: expected one of {', '.join(TTA_CHOICES)}, got {tta!r}")
+    return HflipRuntime(runtime) if tta == "hflip" else runtime
+
+
+def tta_from_env() -> str:
+    """``BINCOUNT_TTA`` (unset: none), checked: what ``model_fn`` applies in the container."""
+    value = os.environ.get(TTA_ENV, "").strip().lower() or "none"
+    if value not in TTA_CHOICES:
+        raise ValueError(f"environment variable {TTA_ENV} must be one of "
+                         f"{', '.join(TTA_CHOICES)}, got {value!r}")
+    return value
 
 
 def usable_cpus() -> int:
@@ -151,13 +204,90 @@ def set_threads(name: str, threads: int) -> None:
 
 def load_runtime(model_dir: Path, name: str, threads: int) -> Runtime:
     """Load runtime ``name`` (already chosen) for ``model_dir`` with ``threads`` intra-op
-    threads."""
+    threads and the temperature of ``model.json``, and check it on one batch: a model file that
+    cannot be loaded or gives non-finite probabilities is refused with a one-line
+    :class:`DataError` naming the file."""
     model_dir = Path(model_dir)
+    spec = load_spec(model_dir)
+    temperature = check_temperature(spec, model_dir)
+    runtime: Runtime
     if name == "torch":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        net, _ = load_model(model_dir, map_location=device)
-        return TorchRuntime(net=net.to(device), device=device)
-    return OrtRuntime(session=ort_session(model_dir / FILES[name], threads), name=name)
+        net, _ = load_checked(model_dir, device)
+        runtime = TorchRuntime(net=net.to(device), device=device, temperature=temperature)
+    else:
+        path = model_dir / FILES[name]
+        try:
+            session = ort_session(path, threads)
+        except Exception as err:  # onnxruntime raises its own types for a damaged file
+            raise DataError(f"{path} cannot be loaded by ONNX Runtime: {one_line(err)}") from err
+        runtime = OrtRuntime(session=session, name=name, temperature=temperature)
+    check_finite(runtime, spec, model_dir / FILES[name])
+    return runtime
+
+
+def check_temperature(spec: ModelSpec, model_dir: Path) -> float:
+    temperature = spec.temperature
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float) \
+            or not np.isfinite(temperature) or temperature <= 0:
+        raise DataError(f"{model_dir / 'model.json'}: temperature must be a positive number, "
+                        f"got {temperature!r}")
+    return float(temperature)
+
+
+def check_finite(runtime: Runtime, spec: ModelSpec, path: Path) -> None:
+    """One forward of a small batch (a mid-grey image and a noisy one): its probabilities must
+    be finite, else the file cannot serve (a diverged export, a damaged file)."""
+    generator = torch.Generator().manual_seed(0)
+    size = spec.image_size
+    batch = torch.stack([torch.zeros(3, size, size),
+                         torch.randn(3, size, size, generator=generator)])
+    probabilities = runtime.probabilities(batch)
+    if not np.isfinite(probabilities).all():
+        raise DataError(f"{path} gives NaN or infinite probabilities on a check batch: this "
+                        "model cannot serve: train (or export) it again")
+
+
+def one_line(err: BaseException, limit: int = 240) -> str:
+    reason = " ".join(str(err).split())
+    return f"{type(err).__name__}: {reason[:limit] + ' ...' if len(reason) > limit else reason}"
+
+
+def load_checked(model_dir: Path, device: torch.device) -> tuple[nn.Module, ModelSpec]:
+    """:func:`load_model`, with every way ``model.pt`` can be wrong said in one line."""
+    weights = model_dir / WEIGHTS_FILE
+    try:
+        net, spec = load_model(model_dir, map_location=device)
+    except DataError:
+        raise
+    except pickle.UnpicklingError as err:  # torch's text would suggest weights_only=False
+        raise DataError(
+            f"{weights} is not a state dict of tensors as torch.save writes it (a damaged file, "
+            "or one holding other objects or code, which are never loaded): export the model "
+            "again with the training run"
+        ) from err
+    except (RuntimeError, OSError, EOFError, ValueError, KeyError, TypeError) as err:
+        raise DataError(
+            f"{weights} cannot be loaded as the weights model.json describes "
+            f"({spec_text(model_dir)}): {one_line(err)}"
+        ) from err
+    tensors = {name: t for name, t in net.state_dict().items() if t.is_floating_point()}
+    broken = [name for name, t in tensors.items() if not bool(torch.isfinite(t).all())]
+    if broken:
+        raise DataError(
+            f"{weights}: {len(broken)} of {len(tensors)} weight tensors hold NaN or infinite "
+            f"values (first: {broken[0]}); this model cannot serve: train it again"
+        )
+    return net, spec
+
+
+def spec_text(model_dir: Path) -> str:
+    """What model.json says the net is, in a few words (it was read before the weights)."""
+    try:
+        spec = load_spec(model_dir)
+    except DataError:
+        return "unreadable"
+    return f"arch {spec.arch}, {len(spec.counts)} counts"
 
 
 def runtime_from_env(model_dir: Path) -> tuple[str, int]:

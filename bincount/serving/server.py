@@ -2,8 +2,10 @@
 
 ``GET /ping`` answers 200 once the model is loaded; ``POST /invocations`` (and the runtime
 path ``POST /endpoints/<name>/invocations``, so boto3's ``sagemaker-runtime`` client works
-against it) takes one image and answers the JSON of :mod:`bincount.serving.handlers`, which do
-all the decoding, inference and serialization. Bad requests get a 4xx JSON body
+against it) takes one image (or JSON with a base64 image and an expected count; the count may
+also come in ``X-Amzn-SageMaker-Custom-Attributes``, handed to the handlers as the toolkit hands
+its context) and answers the JSON of :mod:`bincount.serving.handlers`, which do all the
+decoding, inference and serialization. Bad requests get a 4xx JSON body
 ``{"error": <reason>, "message": <what was wrong>, "status": <code>}``.
 
 One request cannot hold the others hostage: at most ``serve.queue.max_requests`` are admitted
@@ -102,7 +104,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
     threads = settings.torch_threads or usable_cpus()
     runtime = choose_runtime(model_dir, settings.runtime)  # refused here, naming serve.runtime
     os.environ.update(settings.limits.to_env())
-    model = handlers.load_served_model(model_dir, runtime, threads)
+    model = handlers.load_served_model(model_dir, runtime, threads, settings.tta)
     why = " (auto: the fastest that passed its check)" if settings.runtime == AUTO else ""
     state: dict[str, Any] = {}
     admitted = 0  # requests between admission and answer
@@ -118,13 +120,13 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        def run_batch(images: Sequence[Image.Image]) -> list[dict[str, Any]]:
-            results = handlers.predict_fn(images, model)
+        def run_batch(requests: Sequence[handlers.Request]) -> list[dict[str, Any]]:
+            results = handlers.predict_fn(requests, model)
             if metrics is not None and "model" in state:  # not the warm-up
                 metrics.observe_batch(results)
             return results
 
-        batcher: MicroBatcher[Image.Image, dict[str, Any]] = MicroBatcher(
+        batcher: MicroBatcher[handlers.Request, dict[str, Any]] = MicroBatcher(
             run_batch,
             max_batch_size=settings.max_batch_size if settings.batching else 1,
             max_wait_s=settings.max_wait_ms / 1000 if settings.batching else 0.0,
@@ -133,16 +135,17 @@ def create_app(settings: ServeSettings) -> FastAPI:
         batcher.start()
         decoder = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
         size = model.spec.image_size
-        await batcher.submit(Image.new("RGB", (size, size)))  # warm-up: first request is not slow
+        # warm-up: the first request is not slow
+        await batcher.submit(handlers.Request(Image.new("RGB", (size, size))))
         state.update(model=model, batcher=batcher, decoder=decoder)
         if capture is not None:
             capture.start()
             log.info("data capture on: %.0f%% of requests to %s", 100 * capture.sampling,
                      capture.root)
         log.info(
-            "model %s loaded from %s; runtime %s%s, %d threads; batching %s (max %d, "
+            "model %s loaded from %s; runtime %s%s, %d threads, tta %s; batching %s (max %d, "
             "wait up to %.1f ms for requests on their way)",
-            model.label, model_dir, model.runtime.name, why, threads,
+            model.label, model_dir, model.runtime.name, why, threads, settings.tta,
             "on" if settings.batching else "off", batcher.max_batch_size,
             batcher.max_wait_s * 1000,
         )
@@ -235,13 +238,16 @@ def create_app(settings: ServeSettings) -> FastAPI:
         except TimeoutError:
             return error_response(408, f"the request body did not arrive within {body_s:g} s")
         batcher = state["batcher"]
+        context = handlers.RequestContext.of(request.headers)  # as the toolkit hands it over
         try:
             with batcher.arriving():  # a batch being collected may wait for this image
-                image = await asyncio.wait_for(
-                    loop.run_in_executor(state["decoder"], handlers.input_fn, body, content_type),
+                decoded = await asyncio.wait_for(
+                    loop.run_in_executor(state["decoder"], handlers.input_fn, body, content_type,
+                                         context),
                     deadline - loop.time(),
                 )
-                queued = batcher.enqueue(image)
+                handlers.check_expected(decoded, model)  # a 400 here, not a failed batch
+                queued = batcher.enqueue(decoded)
             prediction = await asyncio.wait_for(queued, deadline - loop.time())
             payload, media_type = handlers.output_fn([prediction], accept)
         except TimeoutError:
@@ -253,7 +259,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
             log.exception("inference failed")
             return error_response(500, f"internal error: {type(err).__name__}: {err}")
         if capture is not None:
-            capture.offer(body, content_type or "", payload, media_type)
+            capture.offer(body, content_type or "", payload, media_type,
+                          custom_attributes=handlers.custom_attributes(context))
         return Response(payload, media_type=media_type)
 
     app.add_api_route("/invocations", invoke, methods=["POST"])

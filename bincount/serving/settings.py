@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from bincount.aws import parse_s3_uri
 from bincount.errors import BincountError, expect_bool, expect_int
 from bincount.serving.handlers import Limits
-from bincount.serving.runtimes import CHOICES
+from bincount.serving.runtimes import CHOICES, TTA_CHOICES
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")  # uvicorn's
 
@@ -52,6 +52,14 @@ def runtime_choice(key: str, value: object) -> str:
     return text
 
 
+def tta_choice(key: str, value: object) -> str:
+    """The top-level ``tta``: none or hflip (the mean over the image and its mirror)."""
+    text = str(value).strip().lower()
+    if value is None or text not in TTA_CHOICES:
+        raise BincountError(f"{key}: expected one of {', '.join(TTA_CHOICES)}, got {value!r}")
+    return text
+
+
 def limits_from_cfg(limits: Mapping[str, Any]) -> Limits:
     """``cfg.limits`` (conf/limits/default.yaml): the request limits of the handlers."""
     return Limits(
@@ -73,6 +81,7 @@ class ServeSettings:
     port: int  # 0: any free port
     log_level: str
     runtime: str  # auto, torch, onnx or int8
+    tta: str  # none or hflip
     torch_threads: int | None  # the runtime's intra-op threads; None: every usable core
     batching: bool
     max_batch_size: int
@@ -109,6 +118,7 @@ class ServeSettings:
             port=expect_int("serve.port", serve.port, 0),
             log_level=log_level,
             runtime=runtime_choice("serve.runtime", serve.runtime),
+            tta=tta_choice("tta", cfg.get("tta")),
             torch_threads=None if threads is None else expect_int(
                 "serve.torch_threads", threads, 1),
             batching=expect_bool("serve.batching.enabled", batching.enabled),
@@ -180,6 +190,7 @@ class DeploySettings:
     framework_version: str
     py_version: str
     runtime: str  # auto, torch, onnx or int8: what model.tar.gz carries and the endpoint runs
+    tta: str  # none or hflip: the endpoint's BINCOUNT_TTA
     wait: bool
     limits: Limits
     data_capture: bool
@@ -206,6 +217,7 @@ class DeploySettings:
                                        "the SageMaker PyTorch inference image version"),
             py_version=required("deploy.py_version", d.py_version, "e.g. py312"),
             runtime=runtime_choice("deploy.runtime", d.runtime),
+            tta=tta_choice("tta", cfg.get("tta")),
             wait=expect_bool("deploy.wait", d.wait),
             limits=limits_from_cfg(cfg.limits),
             data_capture=expect_bool("deploy.data_capture", d.data_capture),

@@ -53,7 +53,7 @@ def test_preprocessing_is_the_eval_transform_of_the_file_as_training_reads_it(
     spec = model.spec
     evaluation = eval_transform(spec.image_size, spec.mean, spec.std)
     for path in photos:
-        served = model.transform(handlers.input_fn(path.read_bytes(), "image/jpeg"))
+        served = model.transform(handlers.input_fn(path.read_bytes(), "image/jpeg").image)
         assert served.shape == (3, spec.image_size, spec.image_size)
         assert torch.equal(served, evaluation(load_rgb(path))), path
 
@@ -142,7 +142,7 @@ def test_size_limit_comes_from_the_environment(
     assert err.value.status_code == 413
     assert f"{len(data)} bytes" in err.value.message
     monkeypatch.setenv(handlers.MAX_REQUEST_BYTES_ENV, str(len(data)))
-    assert isinstance(handlers.input_fn(data, "image/jpeg"), Image.Image)
+    assert isinstance(handlers.input_fn(data, "image/jpeg").image, Image.Image)
 
 
 def test_a_wrong_accept_is_a_406(model: handlers.Model) -> None:
@@ -184,7 +184,7 @@ def test_extreme_shapes_are_refused_with_the_limit(width: int, height: int, word
 def test_a_large_image_is_decoded_at_reduced_size(image_format: str) -> None:
     buffer = io.BytesIO()
     Image.new("RGB", (5000, 3000), (40, 160, 90)).save(buffer, format=image_format)
-    decoded = handlers.input_fn(buffer.getvalue(), f"image/{image_format.lower()}")
+    decoded = handlers.input_fn(buffer.getvalue(), f"image/{image_format.lower()}").image
     assert decoded.mode == "RGB"
     assert handlers.FALLBACK_DECODE_SIDE <= max(decoded.size) < 2 * handlers.FALLBACK_DECODE_SIDE
     assert decoded.size[0] * 3 == decoded.size[1] * 5  # the shape is kept
@@ -193,7 +193,7 @@ def test_a_large_image_is_decoded_at_reduced_size(image_format: str) -> None:
 
 def test_the_shape_limits_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(handlers.MAX_ASPECT_RATIO_ENV, "40")
-    assert handlers.input_fn(blank_png(3000, 100), "image/png").size == (1500, 50)
+    assert handlers.input_fn(blank_png(3000, 100), "image/png").image.size == (1500, 50)
     monkeypatch.setenv(handlers.MAX_IMAGE_SIDE_ENV, "2999")
     with pytest.raises(handlers.RequestError, match="at most 2999 pixels"):
         handlers.input_fn(blank_png(3000, 100), "image/png")
