@@ -112,14 +112,11 @@ def model_fn(model_dir: str) -> Model:
     return load_served_model(model_dir, name, threads, tta_from_env())
 
 
-def load_served_model(
-    model_dir: str | Path, name: str, threads: int, tta: str = "none"
-) -> Model:
+def load_served_model(model_dir: str | Path, name: str, threads: int, tta: str) -> Model:
     """``model.json`` and runtime ``name`` (already chosen) with ``threads`` intra-op threads
-    and test-time augmentation ``tta`` (``none`` or ``hflip``; callers that predate TTA get
-    none); what the local server and predict load. A model file that is broken or gives
-    non-finite outputs is refused with a one-line :class:`DataError` naming the file
-    (:func:`~bincount.serving.runtimes.load_runtime`).
+    and test-time augmentation ``tta`` (``none`` or ``hflip``); what the local server and
+    predict load. A model file that is broken or gives non-finite outputs is refused with a
+    one-line :class:`DataError` naming the file (:func:`~bincount.serving.runtimes.load_runtime`).
     """
     directory = Path(model_dir)
     set_threads(name, threads)  # this thread's; the local server's inference thread sets its own

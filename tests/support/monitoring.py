@@ -46,7 +46,7 @@ def synthetic_photos(out: Path, seed: int = 7, per_class: int = 8) -> Path:
 
 def captured(model_dir: Path, photos: list[bytes], root: Path) -> Path:
     """``photos`` answered by the handlers and captured as the local endpoint does."""
-    model = handlers.load_served_model(model_dir, "torch", 1)
+    model = handlers.load_served_model(model_dir, "torch", 1, "none")
     writer = CaptureWriter(root, sampling=1.0, max_queue=len(photos))
     writer.start()
     for photo in photos:
