@@ -44,12 +44,24 @@ def _decode(side: dict[str, Any]) -> bytes:
     return str(data).encode()
 
 
+def _image(body: bytes, content_type: str) -> bytes:
+    """The photo of a request body: the body itself, or for a JSON request
+    (``{"image": "<base64>", "expected": n}``) its decoded ``image``."""
+    if content_type.split(";", 1)[0].strip().lower() != "application/json":
+        return body
+    request = json.loads(body)
+    if not isinstance(request, dict) or not isinstance(request.get("image"), str):
+        raise ValueError('a JSON request without an "image" string')
+    return base64.b64decode(request["image"], validate=True)
+
+
 def parse_record(line: str) -> Captured:
     """One JSON Lines record; ValueError/KeyError/TypeError if it is not a capture record."""
     record = json.loads(line)
     data = record["captureData"]
     meta = record.get("eventMetadata", {})
-    image = _decode(data["endpointInput"])
+    content_type = str(data["endpointInput"].get("observedContentType", ""))
+    image = _image(_decode(data["endpointInput"]), content_type)
     output: dict[str, Any] | None = None
     if "endpointOutput" in data:
         try:
@@ -58,7 +70,7 @@ def parse_record(line: str) -> Captured:
         except (ValueError, binascii.Error):
             output = None
     return Captured(str(meta.get("eventId", "")), str(meta.get("inferenceTime", "")), image,
-                    str(data["endpointInput"].get("observedContentType", "")), output)
+                    content_type, output)
 
 
 def _texts(source: str) -> Iterator[tuple[str, str]]:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import base64
+import json
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,20 @@ def test_reads_back_what_the_server_captured(tmp_path: Path) -> None:
     assert records[0].content_type == "image/jpeg" and records[0].time.endswith("Z")
     newest, _ = read_capture(str(tmp_path), limit=2)
     assert [r.image for r in newest] == [b"two", b"three"]
+
+
+def test_a_json_request_is_read_as_the_photo_it_carries(tmp_path: Path) -> None:
+    photo = b"\xff\xd8 jpeg bytes"
+    request = json.dumps({"image": base64.b64encode(photo).decode(), "expected": 3}).encode()
+    writer = CaptureWriter(tmp_path, sampling=1.0, max_queue=10)
+    writer.start()
+    writer.offer(request, "application/json", ANSWER, "application/json")
+    writer.offer(b'{"expected": 3}', "application/json", ANSWER, "application/json")
+    writer.stop()
+
+    records, bad = read_capture(str(tmp_path))
+
+    assert [r.image for r in records] == [photo] and bad == 1  # no image: not a usable record
 
 
 def test_a_missing_capture_dir_is_named(tmp_path: Path) -> None:
