@@ -247,22 +247,25 @@ def benchmark(cfg: DictConfig) -> list[dict[str, Any]]:
                             "benchmark.real.seeds are empty, or the sample is absent)")
     started = time.perf_counter()
     load_before = machine()
-    runs = [row for overrides, run_dir, label in plans
-            for row in run_one(overrides, run_dir, settings, label)]
+    runs: list[dict[str, Any]] = []
+    for n, (overrides, run_dir, label) in enumerate(plans, 1):
+        runs += run_one(overrides, run_dir, settings, label)
+        seconds = time.perf_counter() - started
+        # Written after every training: a long run that is stopped keeps what it measured.
+        write_json_atomic(out / "benchmark_heads.json", {
+            "machine": load_before, "seconds": round(seconds, 1), "skipped": skipped,
+            "trainings": f"{n} of {len(plans)}",
+            "benchmark": OmegaConf.to_container(b, resolve=True),
+            "reconcile": {"match_precision": settings.match_precision,
+                          "mismatch_precision": settings.mismatch_precision},
+            "rows": summarize_rows(runs), "runs": runs,
+        })
     rows = summarize_rows(runs)
     precision = f"{settings.match_precision:g}/{settings.mismatch_precision:g}"
     render(rows, precision, console)
     compare(rows, console)
-    seconds = time.perf_counter() - started
     console.print(f"machine: {load_before} (at the start)", soft_wrap=True)
     console.print(f"{len(plans)} trainings in {seconds / 60:.1f} min", soft_wrap=True)
-    write_json_atomic(out / "benchmark_heads.json", {
-        "machine": load_before, "seconds": round(seconds, 1), "skipped": skipped,
-        "benchmark": OmegaConf.to_container(b, resolve=True),
-        "reconcile": {"match_precision": settings.match_precision,
-                      "mismatch_precision": settings.mismatch_precision},
-        "rows": rows, "runs": runs,
-    })
     console.print(f"results: {out / 'benchmark_heads.json'}", soft_wrap=True)
     return rows
 
