@@ -44,15 +44,7 @@ from bincount.errors import BincountError
 from bincount.models.calibration import risk_coverage, risk_coverage_figure
 from bincount.models.module import CountModule
 from bincount.report import collect_metrics, print_results, write_metrics
-
-TTA = ("none", "hflip")
-
-
-def _tta(value: object) -> str:
-    text = str(value).strip().lower()
-    if value is None or text not in TTA:
-        raise BincountError(f"tta: expected one of {', '.join(TTA)}, got {value!r}")
-    return text
+from bincount.serving.settings import tta_choice
 
 
 def _load(cfg: DictConfig, ckpt_path: Path) -> tuple[CountModule, BinDataModule]:
@@ -81,7 +73,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if not ckpt_path.is_file():
         raise BincountError(f"ckpt_path: no checkpoint at {ckpt_path}")
     settings = ReconcileSettings.from_cfg(cfg)
-    tta = _tta(cfg.get("tta"))
+    tta = tta_choice("tta", cfg.get("tta"))  # as predict and serve check it
     model, datamodule = _load(cfg, ckpt_path)
     datamodule.check_available()
     trainer: pl.Trainer = build(cfg.trainer, logger=False)

@@ -47,7 +47,6 @@ def test_a_run_leaves_metrics_checkpoints_logs_and_a_servable_model(
     assert spec.reconcile["match_precision"] == 0.95
     for key in ("val_ece", "val_ece_calibrated", "test_ece", "test_ece_calibrated"):
         assert 0.0 <= saved[key] <= 1.0, key
-    assert saved["val_ece_calibrated"] <= saved["val_ece"] + 1e-6  # T minimizes val NLL
     assert saved["reconcile_settled"] + saved["reconcile_review"] == pytest.approx(1.0)
     assert (out / "reliability.png").read_bytes()[:4] == b"\x89PNG"
 
