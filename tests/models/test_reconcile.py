@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bincount.models.reconcile import fit_thresholds, reconciliation_pairs, summarize
+from bincount.models.reconcile import (
+    fit_thresholds,
+    reconciliation_pairs,
+    summarize,
+    wilson_lower,
+)
 
 COUNTS = [1, 2, 3, 4, 5]
 
@@ -38,10 +43,23 @@ def test_thresholds_reach_the_target_precision_and_settle_the_sure_pairs() -> No
     assert report["match_precision"] >= 0.95 and report["mismatch_precision"] >= 0.9
     assert report["settled"] > 0.5 and report["never_given"] == []
     assert report["settled"] + report["review"] == pytest.approx(1.0)
-    # the loosest: one step further would miss the target
-    looser = summarize(p, is_true, thresholds.__class__(
-        float(p[p < thresholds.match_threshold].max()), None, 0.95, 0.9))
-    assert looser["match_precision"] < 0.95
+    # the loosest that reaches the target with 95% confidence: one step further would not
+    settled = p >= thresholds.match_threshold
+    n = torch.tensor(float(settled.sum()))
+    assert wilson_lower(is_true[settled].sum().double(), n) >= 0.95
+    step = p >= float(p[~settled].max())
+    assert wilson_lower(is_true[step].sum().double(), step.sum().double()) < 0.95
+
+
+def test_a_few_perfect_pairs_are_not_enough_evidence_for_a_verdict() -> None:
+    # 10 sure and right pairs: 100% precision, but a bound of 0.79 at 95% confidence
+    p = torch.tensor([0.99] * 10 + [0.5] * 10, dtype=torch.float64)
+    is_true = torch.tensor([True] * 10 + [False, True] * 5)
+    assert fit_thresholds(p, is_true, match_precision=0.95,
+                          mismatch_precision=0.95).match_threshold is None
+    many = fit_thresholds(p.repeat(20), is_true.repeat(20), match_precision=0.95,
+                          mismatch_precision=0.95)
+    assert many.match_threshold == 0.99  # 200 such pairs are
 
 
 def test_an_unreachable_target_means_that_verdict_is_never_given() -> None:
