@@ -14,7 +14,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torchvision.transforms import v2
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -87,10 +86,16 @@ def normalize_batch(
     images: torch.Tensor, mean: Sequence[float], std: Sequence[float]
 ) -> torch.Tensor:
     """uint8 (or [0, 1] float) NCHW batch -> normalized float32, as :func:`eval_transform`."""
-    x = images.float() / 255 if images.dtype == torch.uint8 else images.float()
+    if images.dtype == torch.uint8:
+        return _normalize_(images.float().div_(255), mean, std)
+    return _normalize_(images.to(torch.float32, copy=True), mean, std)
+
+
+def _normalize_(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """Normalize the float NCHW batch ``x`` in place (no new full-size tensor)."""
     m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
     s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-    return (x - m) / s
+    return x.sub_(m).div_(s)
 
 
 def draw_params(seed: int, epoch: int, indices: Sequence[int]) -> torch.Tensor:
@@ -106,15 +111,17 @@ def augment_batch(
     """uint8 NCHW batch (square images) -> augmented, normalized float32 on the same device.
 
     Per image: flips and the affine (rotation, translation, scale; nearest, black fill) in one
-    ``grid_sample``; with probability JITTER_P brightness, contrast, saturation and hue (a
-    rotation of the chroma plane in YIQ) as one 3x3 colour matrix. ``params`` comes from
-    :func:`draw_params` (on the CPU, so every device draws the same).
+    gather of uint8 pixels (what ``grid_sample`` would pick); with probability JITTER_P
+    brightness, contrast, saturation and hue (a rotation of the chroma plane in YIQ) as one 3x3
+    colour matrix. Full-size work is a few in-place passes (about 2x faster than one out-of-place
+    op per step at 224 px on the CPU). ``params`` comes from :func:`draw_params` (on the CPU, so
+    every device draws the same).
     """
     if len(images) == 0:
         return normalize_batch(images, mean, std)
     p = params.to(dtype=torch.float64)
-    x = images.float() / 255
-    n = len(x)
+    n, channels, height, width = images.shape
+    device = images.device
     # Geometry: theta maps output to input coordinates (normalized [-1, 1]).
     angle = torch.deg2rad((2 * p[:, 2] - 1) * DEGREES)
     scale = SCALE[0] + (SCALE[1] - SCALE[0]) * p[:, 3]
@@ -125,25 +132,54 @@ def augment_batch(
                          torch.where(p[:, 1] < FLIP_P, -1.0, 1.0)], -1).to(p)
     linear = flips[:, :, None] * inverse
     offset = -(linear @ shift[:, :, None])
-    theta = torch.cat([linear, offset], -1).float().to(x.device)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    # Nearest, as torchvision's RandomAffine: bilinear would blur every small training image.
-    x = F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
-    # Colour: brightness and contrast, then saturation and hue as one matrix.
+    theta = torch.cat([linear, offset], -1).float().to(device)
+    # Nearest, as torchvision's RandomAffine (bilinear would blur every small training image),
+    # so the geometry is a gather of uint8 pixels: a quarter of the memory traffic of floats.
+    x, inside = _nearest_affine(images, theta)
+    x = x.float()
+    # Colour, in place: brightness and contrast, then saturation and hue as one matrix.
     jitter = (p[:, 6] < JITTER_P).to(p)
     brightness = 1 + jitter * (2 * p[:, 7] - 1) * BRIGHTNESS
     contrast = 1 + jitter * (2 * p[:, 8] - 1) * CONTRAST
     saturation = 1 + jitter * (2 * p[:, 9] - 1) * SATURATION
     hue = jitter * (2 * p[:, 10] - 1) * HUE
     gray = torch.tensor(GRAY, dtype=torch.float64)
-    x = (x * brightness.float().view(n, 1, 1, 1).to(x.device)).clamp_(0, 1)
-    luma = torch.einsum("c,nchw->nhw", gray.float().to(x.device), x)
-    mean_luma = luma.mean(dim=(1, 2)).view(n, 1, 1, 1)
-    c = contrast.float().view(n, 1, 1, 1).to(x.device)
-    x = (c * x + (1 - c) * mean_luma).clamp_(0, 1)
-    matrix = _hue_matrix(hue) @ _saturation_matrix(saturation, gray)
-    x = torch.einsum("nij,njhw->nihw", matrix.float().to(x.device), x).clamp_(0, 1)
-    return normalize_batch(x, mean, std)
+    # One pass scales to [0, 1], applies the brightness and blacks out what the affine left.
+    x.mul_((brightness / 255).float().view(n, 1, 1, 1).to(device) * inside).clamp_(0, 1)
+    # The mean luma is linear: the luma of the channel means (no full-size luma image).
+    mean_luma = (x.mean(dim=(2, 3)) @ gray.float().to(device)).view(n, 1, 1, 1)
+    c = contrast.float().view(n, 1, 1, 1).to(device)
+    x.mul_(c).add_((1 - c) * mean_luma).clamp_(0, 1)
+    matrix = (_hue_matrix(hue) @ _saturation_matrix(saturation, gray)).float().to(device)
+    x = torch.bmm(matrix, x.view(n, channels, height * width)).view_as(x).clamp_(0, 1)
+    return _normalize_(x, mean, std)
+
+
+def _nearest_affine(
+    images: torch.Tensor, theta: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``grid_sample(images, affine_grid(theta), mode="nearest", padding_mode="zeros",
+    align_corners=False)`` on the uint8 NCHW batch itself: each output pixel takes the input
+    pixel nearest to where ``theta`` maps it (rounded half to even, as grid_sample). Returns
+    those pixels and the float (N, 1, H, W) mask of the ones that fall inside the image (the
+    others are to be 0: the caller folds the mask into its first multiplication)."""
+    n, channels, height, width = images.shape
+    device = images.device
+    # affine_grid's base grid (pixel centres, align_corners=False) mapped by theta, then
+    # grid_sample's unnormalization, x' = (size * x + size - 1) / 2: both are affine, so each
+    # source coordinate is a row term plus a column term (one full-size add), then rounded.
+    xs = ((torch.arange(width, device=device) * 2 + 1) / width - 1).view(1, 1, width)
+    ys = ((torch.arange(height, device=device) * 2 + 1) / height - 1).view(1, height, 1)
+    t = theta.view(n, 6, 1, 1).unbind(1)
+    ix = torch.round((width / 2) * t[0] * xs + ((width / 2) * (t[1] * ys + t[2]) + (width - 1) / 2))
+    iy = torch.round((height / 2) * t[3] * xs
+                     + ((height / 2) * (t[4] * ys + t[5]) + (height - 1) / 2))
+    inside = (ix >= 0) & (ix <= width - 1) & (iy >= 0) & (iy <= height - 1)
+    index = (iy.clamp_(0, height - 1) * width + ix.clamp_(0, width - 1)).long()
+    pixels = height * width
+    out = images.reshape(n, channels, pixels).gather(
+        2, index.view(n, 1, pixels).expand(n, channels, pixels))
+    return out.view(n, channels, height, width), inside.view(n, 1, height, width).float()
 
 
 def _saturation_matrix(saturation: torch.Tensor, gray: torch.Tensor) -> torch.Tensor:
