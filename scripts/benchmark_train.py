@@ -277,10 +277,21 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     lit = next((r for r in rows if r["loop"] == "Lightning" and r["loader"] == "cache"
                 and r["augment"] == "device"), None)
     plain = next((r for r in rows if r["loop"] != "Lightning"), None)
+    print()
+    if base and lit:
+        # The goals, from the rows above (one run, so one machine state).
+        print(f"cache + batched device vs JPEG + per-image (this run): input pipeline alone "
+              f"{lit['pipeline'] / base['pipeline']:.2f}x, training "
+              f"{lit['images_per_s'] / base['images_per_s']:.2f}x (goal >= 5x)")
+    cached = [r for r in rows if r["loader"] == "cache" and r["loop"] == "Lightning"]
+    if cached:
+        print("data wait, cache rows: " + ", ".join(
+            f"{100 * r['wait_share']:.1f}% ({'per image' if r['augment'] == 'cpu' else 'batched'})"
+            for r in cached) + " (goal < 5%)")
     if lit and plain:
         overhead = lit["step_ms"] / plain["step_ms"] - 1
-        print(f"\nLightning overhead (cache + device, time per step vs the plain loop): "
-              f"{100 * overhead:+.1f}%")
+        print(f"Lightning overhead (cache + device, time per step vs the plain loop): "
+              f"{100 * overhead:+.1f}% (goal <= 3%)")
     print(f"Machine at the end: {machine()}")
 
 
