@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
@@ -46,14 +47,27 @@ from bincount.models.module import CountModule
 from bincount.report import collect_metrics, print_results, write_metrics
 from bincount.serving.settings import tta_choice
 
+# Settings added after bincount 0.1's first checkpoints, with the values that reproduce how
+# those were trained: such a checkpoint still evaluates.
+ADDED_MODEL_SETTINGS: dict[str, Any] = {"head": "softmax"}
+ADDED_DATA_SETTINGS: dict[str, Any] = {"source": "abid", "root": None, "table": None}
+
+
+def _missing(saved: dict[str, Any] | None, added: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in added.items() if key not in (saved or {})}
+
 
 def _load(cfg: DictConfig, ckpt_path: Path) -> tuple[CountModule, BinDataModule]:
     datamodule = build(cfg.data) if cfg.get("data") else None
     try:
-        model = CountModule.load_from_checkpoint(ckpt_path, map_location="cpu", pretrained=False,
-                                                 weights_only=True)
+        saved = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        model = CountModule.load_from_checkpoint(
+            ckpt_path, map_location="cpu", pretrained=False, weights_only=True,
+            **_missing(saved.get("hyper_parameters"), ADDED_MODEL_SETTINGS))
         if datamodule is None:
-            datamodule = BinDataModule.load_from_checkpoint(ckpt_path, weights_only=True)
+            datamodule = BinDataModule.load_from_checkpoint(
+                ckpt_path, weights_only=True,
+                **_missing(saved.get("datamodule_hyper_parameters"), ADDED_DATA_SETTINGS))
     except BincountError:
         raise
     except Exception as err:  # whatever torch or Lightning make of a file that is not one

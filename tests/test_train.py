@@ -83,6 +83,16 @@ def test_a_run_leaves_metrics_checkpoints_logs_and_a_servable_model(
     for png in ("risk_coverage.png", "reliability.png"):
         assert (out / "eval" / png).read_bytes()[:4] == b"\x89PNG"
 
+    # A checkpoint written before model.head and data.source existed still evaluates, alike.
+    old = torch.load(out / "checkpoints" / "best.ckpt", weights_only=True)
+    del old["hyper_parameters"]["head"]
+    for key in ("source", "root", "table"):
+        del old["datamodule_hyper_parameters"][key]
+    torch.save(old, out / "old.ckpt")
+    again = evaluate(make_cfg(f"ckpt_path={out / 'old.ckpt'}", f"paths.output_dir={out / 'old'}",
+                              name="eval", tiny=False))
+    assert again["test_acc"] == pytest.approx(evaluated["test_acc"])
+
 
 @pytest.mark.parametrize(
     ("override", "message"),
