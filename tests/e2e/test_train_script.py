@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from bincount.runlock import output_dir_lock
 from tests.support.paths import ROOT
 from tests.support.tiny import METRIC_KEYS, TINY
 
@@ -175,21 +176,13 @@ def test_ddp_on_two_cpu_processes_writes_one_output_dir(tmp_path: Path, cache_di
 @pytest.mark.slow
 def test_a_second_run_into_the_same_output_dir_exits_2(tmp_path: Path, cache_dir: Path) -> None:
     out = tmp_path / "shared_run"
-    args = [*script_args(tmp_path, cache_dir, "trainer.max_epochs=20"), f"paths.output_dir={out}"]
-    first = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "train.py"), *args],
-                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while not (out / ".bincount.lock").exists() and time.monotonic() < deadline:
-            assert first.poll() is None, "the first run ended early"
-            time.sleep(0.1)
+    args = [*script_args(tmp_path, cache_dir), f"paths.output_dir={out}"]
+    with output_dir_lock(out):  # a run in progress (this process) holds the output dir
         second = run_script("train.py", *args, cwd=tmp_path, timeout=120)
-        assert second.returncode == 2, second.stderr[-2000:]
-        assert f"paths.output_dir: {out} is in use by another run (pid {first.pid}" in second.stderr
-        assert "Traceback" not in second.stderr
-    finally:
-        first.kill()
-        first.wait()
+    assert second.returncode == 2, second.stderr[-2000:]
+    assert f"paths.output_dir: {out} is in use by another run (pid {os.getpid()}" in second.stderr
+    assert "Traceback" not in second.stderr
+    assert not (out / "checkpoints").exists()  # it stopped before training
 
 
 @pytest.mark.slow
