@@ -3,6 +3,7 @@ manifest, the DataModule, and the bad input a user can give, named by file and r
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from collections.abc import Callable
@@ -15,7 +16,17 @@ from bincount.config import build
 from bincount.data.abid import DataError
 from bincount.data.datamodule import BinDataModule
 from bincount.data.splits import load_manifest
-from tests.support.ownbins import COUNTS, PER_COUNT, make_folder_set, make_table_set
+from bincount.evaluate import evaluate
+from bincount.serving.predict import predict
+from bincount.train import train
+from tests.support.ownbins import (
+    COUNTS,
+    PER_COUNT,
+    make_folder_set,
+    make_table_set,
+    sample_by_count,
+)
+from tests.support.tiny import METRIC_KEYS, TINY
 
 
 @pytest.fixture
@@ -134,3 +145,45 @@ def test_bad_folders_are_named(
         datamodule("data=folder", f"data.root={tmp_path}")
     with pytest.raises(DataError, match=r"data.root: .*nowhere is not a directory"):
         datamodule("data=folder", f"data.root={tmp_path / 'nowhere'}")
+
+
+def test_a_table_set_trains_evaluates_and_predicts_with_verdicts(
+    sample_dir: Path, make_cfg: Callable[..., DictConfig], tmp_path: Path, one_thread: None,
+) -> None:
+    """One tiny run on a table of real photos (counts 0-7, one label source off by one), and
+    what a user does with it next: evaluate its best checkpoint, predict the table's photos."""
+    shifted = sample_by_count(sample_dir)[7][0]  # the label source says 6 for this 7
+    table = make_table_set(sample_dir, tmp_path / "set", expected_shift={shifted: -1})
+    tiny = [o for o in TINY if not o.startswith(("data=", "data.synthetic"))]
+    metrics = train(make_cfg("data=table", f"data.table={table}", "data.splits=[0.6,0.2,0.2]",
+                             *tiny, "trainer.max_epochs=1", tiny=False))
+    run = tmp_path / "run"
+
+    manifest = load_manifest(tmp_path / "set" / "splits.json")  # beside the table
+    assert manifest["source"] == "table" and len(manifest["images"]) == len(COUNTS) * PER_COUNT
+    assert json.loads((run / "model" / "model.json").read_text())["counts"] == COUNTS
+    saved = json.loads((run / "metrics.json").read_text())
+    assert set(saved) >= METRIC_KEYS and saved["val_loss"] == pytest.approx(metrics["val_loss"])
+    assert set(saved["test_per_class_acc"]) == {str(c) for c in COUNTS}
+
+    # The best checkpoint evaluates from the table its run recorded (no data settings given).
+    evaluated = evaluate(make_cfg(f"ckpt_path={run / 'checkpoints' / 'best.ckpt'}",
+                                  f"paths.output_dir={run / 'eval'}", name="eval", tiny=False))
+    assert evaluated["temperature"] == pytest.approx(saved["temperature"])
+    assert set(evaluated["test_per_class_acc"]) == {str(c) for c in COUNTS}
+    assert json.loads((run / "eval" / "metrics.json").read_text())["reconcile_pairs"] > 0
+
+    # Predicting the table: one row per photo, each with its expected count and a verdict.
+    out = tmp_path / "predictions.csv"
+    predict(make_cfg(f"images={table}", f"model_dir={run / 'model'}",
+                     f"predict.output={out}", "predict.progress=false",
+                     name="predict", tiny=False))
+    rows = {Path(r["image"]).name: r for r in csv.DictReader(out.open())}
+    wanted = {Path(r["path"]).name: int(r["expected"]) for r in csv.DictReader(table.open())}
+    assert {name: int(r["expected"]) for name, r in rows.items()} == wanted
+    assert wanted[f"{shifted}.jpg"] == 6
+    for row in rows.values():
+        assert not row["error"] and int(row["count"]) in COUNTS
+        assert row["verdict"] in {"match", "mismatch", "review"}
+        assert float(row["p_expected"]) == pytest.approx(
+            json.loads(row["probabilities"])[row["expected"]], abs=1e-6)
