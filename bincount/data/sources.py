@@ -20,7 +20,13 @@ from PIL import Image
 
 from bincount.data.abid import DataError
 from bincount.data.dataset import UNREADABLE
-from bincount.data.splits import MANIFEST, build_items_manifest, write_manifest_once
+from bincount.data.splits import (
+    MANIFEST,
+    build_items_manifest,
+    load_manifest,
+    write_manifest_once,
+)
+from bincount.files import write_json_atomic
 
 SOURCES = ("abid", "folder", "table")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
@@ -60,7 +66,25 @@ class LabelledSet:
         manifest = build_items_manifest(self.source, self.entries(), ratios, seed)
         if self.skipped:
             manifest["skipped"] = [{"path": p, "reason": r} for p, r in self.skipped]
-        return write_manifest_once(self.data_dir / MANIFEST, manifest, overwrite)
+        path = write_manifest_once(self.data_dir / MANIFEST, manifest, overwrite)
+        self._take_up_expected(path, manifest)
+        return path
+
+    @staticmethod
+    def _take_up_expected(path: Path, wanted: dict[str, Any]) -> None:
+        """A label source's ``expected`` counts do not decide the split: when they change (the
+        inventory system corrected), the kept manifest takes them up, its splits unchanged, so
+        an upload's labels.csv carries the table's values, not the first run's."""
+        existing = load_manifest(path)
+        fresh = {e["id"]: e.get("expected") for e in wanted["images"]}
+        if all(e.get("expected") == fresh.get(e["id"]) for e in existing["images"]):
+            return
+        for entry in existing["images"]:
+            entry.pop("expected", None)
+            if fresh.get(entry["id"]) is not None:
+                entry["expected"] = fresh[entry["id"]]
+        write_json_atomic(path, existing)
+        log.info("%s: expected counts updated from the table (splits unchanged)", path)
 
     def summary(self) -> str:
         per_count = Counter(p.count for p in self.photos)

@@ -113,6 +113,17 @@ def test_a_table_with_fixed_splits_and_expected_counts(
     dm.setup()
     assert sum(len(d) for d in dm.datasets.values()) == len(rows)
 
+    # The label source corrected: the kept manifest takes up the new expected count (an upload
+    # writes its labels.csv from it), the splits stay as they were.
+    rows[1]["expected"] = rows[1]["count"] + 1
+    table.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    datamodule("data=table", f"data.table={table}", "data.splits=[0.6,0.2,0.2]").prepare_data()
+    again = load_manifest(tmp_path / "set" / "splits.json")
+    assert [e["split"] for e in again["images"]] == [e["split"] for e in manifest["images"]]
+    assert {e["id"]: e.get("expected") for e in again["images"]} == {
+        **{e["id"]: e.get("expected") for e in manifest["images"]},
+        rows[1]["path"]: rows[1]["count"] + 1}
+
 
 @pytest.mark.parametrize(("content", "message"), [
     ("path,label\nphotos/00001.jpg,3\n", r"no 'count' column .*found label, path"),
