@@ -3,6 +3,18 @@ ABID sample, and an ABID-layout directory made from it."""
 
 from __future__ import annotations
 
+import os
+import sys
+
+# One intra-op thread per pytest-xdist worker, and for the processes a test starts (they inherit
+# the environment): the workers already use every core, and OpenMP threads that outnumber the
+# cores spin against each other and run several times slower.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+    if "torch" in sys.modules:  # imported before this file: its pool is already sized
+        sys.modules["torch"].set_num_threads(1)
+
 import shutil
 import signal
 from collections.abc import Callable, Iterator
