@@ -19,8 +19,6 @@ mean +- standard deviation over the seeds.
 
 from __future__ import annotations
 
-import os
-import platform
 import shutil
 import statistics
 import time
@@ -29,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from benchmark_train import machine as host  # scripts/ is on sys.path when a script runs
 from hydra import compose
 from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
@@ -56,21 +55,9 @@ METRICS = ("acc", "rmse", "within1", "ece_before", "ece_after", "settled", "sett
 
 
 def machine() -> str:
-    """CPU model, usable cores, torch version and the load average."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    text = (f"{cpu}, {cores} cores usable, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads")
-    if hasattr(os, "getloadavg"):
-        text += "; load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
-    return text
+    """benchmark_train's machine line (CPU model, usable cores, GPU, load) with the torch
+    version and its threads."""
+    return f"{host()}; torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 def training_cfg(overrides: list[str]) -> DictConfig:
