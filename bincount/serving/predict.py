@@ -51,10 +51,6 @@ class OutputSettings:
                    tta=tta_choice("tta", cfg.get("tta")))
 
 
-def collect_images(images: Sequence[str]) -> list[Photo]:
-    return collect_photos(images)
-
-
 class LocalModel:
     """The handlers in this process on the chosen runtime: a batch of photos per forward pass."""
 

@@ -14,7 +14,8 @@ import pytest
 from omegaconf import DictConfig
 
 from bincount.errors import BincountError
-from bincount.serving.predict import PREDICTIONS_FILE, collect_images, predict
+from bincount.serving.predict import PREDICTIONS_FILE, predict
+from bincount.serving.predict_files import collect_photos
 from tests.support.serving import SAMPLE_IDS, VERDICTS
 
 
@@ -84,9 +85,9 @@ def test_a_sagemaker_endpoint_by_name(
 
 def test_missing_images_are_named(tmp_path: Path) -> None:
     with pytest.raises(BincountError, match=f"{tmp_path / 'nope.jpg'} does not exist"):
-        collect_images([str(tmp_path / "nope.jpg")])
+        collect_photos([str(tmp_path / "nope.jpg")])
     with pytest.raises(BincountError, match="holds no .jpg"):
-        collect_images([str(tmp_path)])
+        collect_photos([str(tmp_path)])
 
 
 def test_nothing_listening_at_the_url_is_one_clear_error(
