@@ -10,6 +10,7 @@ into a half-written file.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import warnings
@@ -31,6 +32,7 @@ from bincount.data.splits import MANIFEST, SPLITS, file_checksum, load_manifest,
 from bincount.files import atomic_path, write_json_atomic
 
 CACHE_FORMAT = 2  # 2: square images at the training size (1: short side only)
+BUILD_LOCK = ".build.lock"
 INTERPOLATION = InterpolationMode.BILINEAR  # what the training transforms' Resize uses
 
 
@@ -174,13 +176,17 @@ def ensure_cache(
     key = cache_key(manifest_path, image_size)
     location = cache_location(cache_dir, data_dir)
     location.mkdir(parents=True, exist_ok=True)
-    stale = [split for split in SPLITS if not _is_current(location, split, key)]
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeRemainingColumn())
-    with Progress(*columns, disable=not progress) as bar:
-        for split in stale:
-            _build_split(location, split, split_files(data_dir, manifest, split),
-                         image_size, key, workers, bar)
+    # One builder at a time (runs started together on the same data); the others wait, then
+    # find the cache current. The OS drops the lock of a killed builder.
+    with (location / BUILD_LOCK).open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        stale = [split for split in SPLITS if not _is_current(location, split, key)]
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeRemainingColumn())
+        with Progress(*columns, disable=not progress) as bar:
+            for split in stale:
+                _build_split(location, split, split_files(data_dir, manifest, split),
+                             image_size, key, workers, bar)
     return location
 
 

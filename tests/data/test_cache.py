@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import shutil
 from pathlib import Path
 
@@ -59,6 +60,31 @@ def test_cached_items_match_the_jpeg_loader(data_dir: Path, tmp_path: Path) -> N
                            resize_transform(SIZE), COUNTS)
     assert torch.equal(CachedBinDataset(location, "val", None, COUNTS)[0]["image"],
                        jpeg[0]["image"])
+
+
+def _build(data_dir: Path, cache: Path) -> None:
+    ensure_cache(data_dir, cache, SIZE, workers=1, progress=False)
+
+
+def test_runs_started_together_build_the_cache_once_and_both_read_it(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """Two trainings on the same data started at once (a sweep's parallel trials): one builds
+    while the other waits; before the build lock, one deleted the other's partial file."""
+    cache = tmp_path / "cache"
+    context = multiprocessing.get_context("fork")
+    runs = [context.Process(target=_build, args=(data_dir, cache)) for _ in range(3)]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join(120)
+    assert [run.exitcode for run in runs] == [0, 0, 0]
+    location = ensure_cache(data_dir, cache, SIZE, workers=1, progress=False)
+    assert not list(location.glob(".*.tmp"))
+    manifest = load_manifest(data_dir / "splits.json")
+    for split in SPLITS:
+        cached = CachedBinDataset(location, split, None, COUNTS)
+        assert len(cached) == len(split_ids(manifest, split))
 
 
 def test_the_cache_is_reused_and_rebuilt_when_manifest_or_size_change(
