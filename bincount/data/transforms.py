@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torchvision.transforms import v2
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -135,8 +136,7 @@ def augment_batch(
     theta = torch.cat([linear, offset], -1).float().to(device)
     # Nearest, as torchvision's RandomAffine (bilinear would blur every small training image),
     # so the geometry is a gather of uint8 pixels: a quarter of the memory traffic of floats.
-    x, inside = _nearest_affine(images, theta)
-    x = x.float()
+    x = _nearest_affine(images, theta).float()
     # Colour, in place: brightness and contrast, then saturation and hue as one matrix.
     jitter = (p[:, 6] < JITTER_P).to(p)
     brightness = 1 + jitter * (2 * p[:, 7] - 1) * BRIGHTNESS
@@ -144,25 +144,24 @@ def augment_batch(
     saturation = 1 + jitter * (2 * p[:, 9] - 1) * SATURATION
     hue = jitter * (2 * p[:, 10] - 1) * HUE
     gray = torch.tensor(GRAY, dtype=torch.float64)
-    # One pass scales to [0, 1], applies the brightness and blacks out what the affine left.
-    x.mul_((brightness / 255).float().view(n, 1, 1, 1).to(device) * inside).clamp_(0, 1)
+    # One pass scales to [0, 1] and applies the brightness.
+    x.mul_((brightness / 255).float().view(n, 1, 1, 1).to(device)).clamp_(0, 1)
     # The mean luma is linear: the luma of the channel means (no full-size luma image).
     mean_luma = (x.mean(dim=(2, 3)) @ gray.float().to(device)).view(n, 1, 1, 1)
     c = contrast.float().view(n, 1, 1, 1).to(device)
     x.mul_(c).add_((1 - c) * mean_luma).clamp_(0, 1)
     matrix = (_hue_matrix(hue) @ _saturation_matrix(saturation, gray)).float().to(device)
-    x = torch.bmm(matrix, x.view(n, channels, height * width)).view_as(x).clamp_(0, 1)
+    # einsum, not bmm: about 3x faster for these 3x3 matrices on the CPU.
+    x = torch.einsum("nck,nkp->ncp", matrix, x.view(n, channels, height * width))
+    x = x.view(n, channels, height, width).clamp_(0, 1)
     return _normalize_(x, mean, std)
 
 
-def _nearest_affine(
-    images: torch.Tensor, theta: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _nearest_affine(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     """``grid_sample(images, affine_grid(theta), mode="nearest", padding_mode="zeros",
     align_corners=False)`` on the uint8 NCHW batch itself: each output pixel takes the input
-    pixel nearest to where ``theta`` maps it (rounded half to even, as grid_sample). Returns
-    those pixels and the float (N, 1, H, W) mask of the ones that fall inside the image (the
-    others are to be 0: the caller folds the mask into its first multiplication)."""
+    pixel nearest to where ``theta`` maps it (rounded half to even, as grid_sample), or black
+    where that falls outside the image."""
     n, channels, height, width = images.shape
     device = images.device
     # affine_grid's base grid (pixel centres, align_corners=False) mapped by theta, then
@@ -174,12 +173,15 @@ def _nearest_affine(
     ix = torch.round((width / 2) * t[0] * xs + ((width / 2) * (t[1] * ys + t[2]) + (width - 1) / 2))
     iy = torch.round((height / 2) * t[3] * xs
                      + ((height / 2) * (t[4] * ys + t[5]) + (height - 1) / 2))
-    inside = (ix >= 0) & (ix <= width - 1) & (iy >= 0) & (iy <= height - 1)
-    index = (iy.clamp_(0, height - 1) * width + ix.clamp_(0, width - 1)).long()
+    # A black border around every image: a coordinate outside the image, clamped onto the
+    # border, picks black (no full-size "inside" mask to compute and apply).
+    padded = F.pad(images, (1, 1, 1, 1))
+    index = (iy.clamp_(-1, height).add_(1).mul_(width + 2)
+             .add_(ix.clamp_(-1, width).add_(1))).long()
     pixels = height * width
-    out = images.reshape(n, channels, pixels).gather(
+    out = padded.reshape(n, channels, -1).gather(
         2, index.view(n, 1, pixels).expand(n, channels, pixels))
-    return out.view(n, channels, height, width), inside.view(n, 1, height, width).float()
+    return out.view(n, channels, height, width)
 
 
 def _saturation_matrix(saturation: torch.Tensor, gray: torch.Tensor) -> torch.Tensor:
