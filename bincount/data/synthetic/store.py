@@ -8,11 +8,13 @@ import glob
 import io
 import json
 import logging
+import multiprocessing
 import os
 import shutil
 import socket
 import tempfile
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 MARKER = "synthetic.json"
 VERSION = 3  # bump whenever the rendering changes, so cached sets are re-rendered
 ID_WIDTH = 6
+PARALLEL_FROM = 200  # bins per rendering process at least
 SMALL_Q = 95  # quality of a bin saved at the training size: compressed once already, as drawn
 
 
@@ -149,21 +152,40 @@ def _shrink(image: Image.Image, quality: int, side: int) -> Image.Image:
 def _render_set(root: Path, params: dict[str, Any]) -> None:
     (root / IMAGES).mkdir()
     (root / METADATA).mkdir()
-    labels: dict[str, int] = {}
-    number = 0
-    for index in range(params["per_class"]):
-        for count in params["counts"]:
-            number += 1
-            image_id = f"{number:0{ID_WIDTH}d}"
-            rng = np.random.default_rng([params["seed"], count, index])
-            image, metadata = render_bin(count, params["image_size"], rng)
-            quality = int(rng.integers(60, 92))
-            path = root / IMAGES / f"{image_id}.jpg"
-            if params["save_size"] == params["image_size"]:
-                image.save(path, "JPEG", quality=quality)
-            else:  # the camera's compression at the drawn size, then the resize training did
-                _shrink(image, quality, params["save_size"]).save(path, "JPEG", quality=SMALL_Q)
-            (root / METADATA / f"{image_id}.json").write_text(json.dumps(metadata))
-            labels[image_id] = count
+    # Bin ``number`` (from 1) holds count counts[i] of round ``index``: its own seed, so any
+    # process can draw it and the set does not depend on how it was split.
+    jobs = [(number, count, index) for number, (index, count) in enumerate(
+        ((i, c) for i in range(params["per_class"]) for c in params["counts"]), start=1)]
+    processes = _processes(len(jobs))
+    if processes > 1:
+        chunks = [jobs[k::processes] for k in range(processes)]
+        with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork")) as pool:
+            list(pool.map(_render_bins, [root] * processes, [params] * processes, chunks))
+    else:
+        _render_bins(root, params, jobs)
+    labels = {f"{number:0{ID_WIDTH}d}": count for number, count, _ in jobs}
     write_file_list(root / FILE_LIST, labels)
-    (root / MARKER).write_text(json.dumps({**params, "images": number}, indent=2) + "\n")
+    (root / MARKER).write_text(json.dumps({**params, "images": len(jobs)}, indent=2) + "\n")
+
+
+def _processes(bins: int) -> int:
+    """Render in one process per usable core (forked: the drawing code is numpy and PIL only),
+    where the set is large enough to pay for the processes and the platform forks."""
+    if bins < PARALLEL_FROM or "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    return max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                      else os.cpu_count() or 1, bins // PARALLEL_FROM))
+
+
+def _render_bins(root: Path, params: dict[str, Any], jobs: list[tuple[int, int, int]]) -> None:
+    for number, count, index in jobs:
+        image_id = f"{number:0{ID_WIDTH}d}"
+        rng = np.random.default_rng([params["seed"], count, index])
+        image, metadata = render_bin(count, params["image_size"], rng)
+        quality = int(rng.integers(60, 92))
+        path = root / IMAGES / f"{image_id}.jpg"
+        if params["save_size"] == params["image_size"]:
+            image.save(path, "JPEG", quality=quality)
+        else:  # the camera's compression at the drawn size, then the resize training did
+            _shrink(image, quality, params["save_size"]).save(path, "JPEG", quality=SMALL_Q)
+        (root / METADATA / f"{image_id}.json").write_text(json.dumps(metadata))
