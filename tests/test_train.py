@@ -159,10 +159,10 @@ def test_a_diverged_run_fails_exports_nothing_and_records_why(
 def test_last_checkpoint_is_the_end_of_the_last_epoch_even_when_it_was_not_the_best(
     make_cfg: Callable[..., DictConfig],
 ) -> None:
-    # mode=max: best.ckpt stays at the first epoch while the loss falls, so Lightning's own
-    # save_last would have left last.ckpt at epoch 0; a resume must start at epoch 3.
-    cfg = make_cfg("trainer.max_epochs=3", "callbacks.model_checkpoint.mode=max",
-                   "callbacks.validation_figures=null")
+    # The lowest epoch is the best: best.ckpt stays at epoch 0, where Lightning's own save_last
+    # would have left last.ckpt too; a resume must start at epoch 3.
+    cfg = make_cfg("trainer.max_epochs=3", "callbacks.model_checkpoint.monitor=epoch",
+                   "callbacks.model_checkpoint.mode=min", "callbacks.validation_figures=null")
     train(cfg)
     checkpoints = Path(cfg.paths.checkpoint_dir)
     last = torch.load(checkpoints / "last.ckpt", weights_only=True, map_location="cpu")
