@@ -29,9 +29,10 @@ def net_with_grads(first: float, second: float) -> nn.Module:
     return net
 
 
-def test_vanishing_gradient_needs_patience_steps_in_a_row(cfg: DictConfig,
-                                                          tmp_path: Path) -> None:
-    rule = make_rule(cfg, "vanishing_gradient", patience=3, rules_file=tmp_path / "r.json")
+def test_vanishing_gradient_needs_patience_checks_in_a_row(cfg: DictConfig,
+                                                           tmp_path: Path) -> None:
+    rule = make_rule(cfg, "vanishing_gradient", patience=3, every_n_steps=1,
+                     rules_file=tmp_path / "r.json")
     optimizer = torch.optim.SGD(nn.Linear(1, 1).parameters())
     for step, first in enumerate([0.0, 0.0, 1.0, 0.0, 0.0]):  # broken by a healthy step
         rule.on_before_optimizer_step(fake_trainer(global_step=step),
@@ -43,6 +44,20 @@ def test_vanishing_gradient_needs_patience_steps_in_a_row(cfg: DictConfig,
     assert entry["step"] == 5
     assert entry["evidence"]["mean_abs_grad"] == {"0.weight": 0.0}  # only weights monitored
     assert entry["evidence"]["layers_below"] == 1 and entry["evidence"]["layers_monitored"] == 2
+
+
+def test_vanishing_gradient_checks_every_n_steps_only(cfg: DictConfig, tmp_path: Path) -> None:
+    rule = make_rule(cfg, "vanishing_gradient", patience=2, every_n_steps=10,
+                     rules_file=tmp_path / "r.json")
+    optimizer = torch.optim.SGD(nn.Linear(1, 1).parameters())
+    for step in range(10):  # one check (step 0), nine steps skipped
+        rule.on_before_optimizer_step(fake_trainer(global_step=step), net_with_grads(0.0, 1.0),
+                                      optimizer)
+    assert not rule.fired
+    rule.on_before_optimizer_step(fake_trainer(global_step=10), net_with_grads(0.0, 1.0),
+                                  optimizer)
+    (entry,) = read_rules_file(tmp_path / "r.json")
+    assert entry["step"] == 10 and "at 2 checks in a row, every 10 steps" in entry["message"]
 
 
 def test_exploding_tensor_fires_on_a_large_norm_and_drops_the_gradients(
@@ -139,7 +154,8 @@ def test_a_nan_stops_the_run_before_it_reaches_the_weights(make_cfg: MakeCfg,
 @pytest.mark.slow
 def test_a_zeroed_frozen_head_makes_the_gradients_vanish(make_cfg: MakeCfg,
                                                          one_thread: None) -> None:
-    cfg = make_cfg("rules.vanishing_gradient.patience=3", "++trainer.limit_train_batches=4",
+    cfg = make_cfg("rules.vanishing_gradient.patience=3",
+                   "rules.vanishing_gradient.every_n_steps=1", "++trainer.limit_train_batches=4",
                    "++trainer.limit_val_batches=1", "trainer.max_epochs=1")
     pl.seed_everything(cfg.seed)
     model: CountModule = instantiate(cfg.model)
