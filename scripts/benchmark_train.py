@@ -22,6 +22,7 @@ copy to the device and, for the batched path, its augmentation (as profile_repor
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import platform
 import statistics
@@ -125,6 +126,8 @@ def lightning_run(cfg: DictConfig, args: argparse.Namespace, device: torch.devic
         enable_progress_bar=False, enable_model_summary=False, callbacks=[clock],
     )
     trainer.fit(model, datamodule=datamodule)
+    del trainer, model, datamodule
+    gc.collect()  # the run's loader workers and tensors go before the next measurement
     return clock.steps[args.warmup:]
 
 
@@ -167,6 +170,8 @@ def plain_run(cfg: DictConfig, args: argparse.Namespace, device: torch.device) -
             if len(steps) == args.warmup + args.steps:
                 break
         epoch += 1
+    del loader, model, datamodule, optimizer
+    gc.collect()  # the run's loader workers and tensors go before the next measurement
     return steps[args.warmup:]
 
 
@@ -178,7 +183,8 @@ def pipeline_rate(cfg: DictConfig, args: argparse.Namespace, device: torch.devic
     datamodule.setup("fit")
     seen, start, batches, epoch = 0, 0.0, 0, 0
     loader = datamodule.train_dataloader()  # one loader for the run, as Lightning keeps it
-    while batches < args.warmup + args.steps:
+    total = args.warmup + args.pipeline_batches
+    while batches < total:
         loader.sampler.set_epoch(epoch)
         for batch in loader:
             if batches == args.warmup:
@@ -190,10 +196,13 @@ def pipeline_rate(cfg: DictConfig, args: argparse.Namespace, device: torch.devic
                 torch.cuda.synchronize(device)
             seen += len(batch["label"])
             batches += 1
-            if batches == args.warmup + args.steps:
+            if batches == total:
                 break
         epoch += 1
-    return seen / (time.perf_counter() - start)
+    rate = seen / (time.perf_counter() - start)
+    del loader, datamodule
+    gc.collect()
+    return rate
 
 
 def plain_augment(datamodule: Any, batch: dict[str, Any]) -> dict[str, Any]:
@@ -231,6 +240,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=20, help="timed steps per row")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    parser.add_argument("--pipeline-batches", type=int, default=50,
+                        help="timed batches of each pipeline alone (a short window is noisy)")
     parser.add_argument("--per-class", type=int, default=100,
                         help="bins rendered per count (80%% train: 400 by default)")
     parser.add_argument("--precision", default="32", help="32 | bf16-mixed | 16-mixed")
@@ -247,7 +258,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     print(f"Settings: {args.arch}, {args.image_size} px from {args.photo_size} px JPEGs, batch "
           f"{args.batch_size}, precision {args.precision}, device {device}, workers "
           f"{args.workers}, compile {args.compile}; {args.steps} timed steps after "
-          f"{args.warmup} warm-up steps", flush=True)
+          f"{args.warmup} warm-up steps, {args.pipeline_batches} batches of each pipeline "
+          f"alone", flush=True)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bincount-bench-") as tmp:
         lightning: list = []  # the cache + device row's steps
