@@ -151,9 +151,7 @@ def augment_batch(
     c = contrast.float().view(n, 1, 1, 1).to(device)
     x.mul_(c).add_((1 - c) * mean_luma).clamp_(0, 1)
     matrix = (_hue_matrix(hue) @ _saturation_matrix(saturation, gray)).float().to(device)
-    # einsum, not bmm: about 3x faster for these 3x3 matrices on the CPU.
-    x = torch.einsum("nck,nkp->ncp", matrix, x.view(n, channels, height * width))
-    x = x.view(n, channels, height, width).clamp_(0, 1)
+    x = torch.bmm(matrix, x.view(n, channels, height * width)).view_as(x).clamp_(0, 1)
     return _normalize_(x, mean, std)
 
 
