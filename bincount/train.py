@@ -132,12 +132,17 @@ def _train(cfg: DictConfig, output_dir: Path, settings: ReconcileSettings) -> di
     if trainer.is_global_zero:
         # One pass over val and test with the best model: the temperature and the thresholds
         # are fitted on val, measured on test; the first val images check the ONNX export.
-        scored = {split: score_split(model.net, datamodule, split, trainer.strategy.root_device)
-                  for split in ("val", "test")}
+        # Val's mirrors too: a server with tta=hflip decides by thresholds fitted on those.
+        device = trainer.strategy.root_device
+        mirrored = score_split(model.net, datamodule, "val", device, mirrored=True)
+        scored = {"val": replace(mirrored, mirrored=None),
+                  "test": score_split(model.net, datamodule, "test", device)}
         calibration = fit_calibration(scored["val"], model.counts, settings)
+        hflip = fit_calibration(mirrored, model.counts, settings)
         metrics.update(calibration_metrics(scored, calibration, model.counts))
         spec = replace(model.spec(), temperature=calibration.temperature,
-                       reconcile=calibration.thresholds.to_record())
+                       reconcile=calibration.thresholds.to_record(),
+                       reconcile_hflip=hflip.thresholds.to_record())
         model_dir = export_model(model.net, spec, Path(cfg.paths.model_dir),
                                  samples=scored["val"].first_images)
         # What scripts/monitor.py compares against (calibrated, as the endpoint answers).

@@ -45,6 +45,9 @@ def test_a_run_leaves_metrics_checkpoints_logs_and_a_servable_model(
     assert set(spec.reconcile) == {"match_threshold", "mismatch_threshold", "match_precision",
                                    "mismatch_precision"}
     assert spec.reconcile["match_precision"] == 0.95
+    # ... and those fitted on mirror-averaged val probabilities, for a server with tta=hflip.
+    assert set(spec.reconcile_hflip) == set(spec.reconcile)
+    assert saved["reconcile_match_threshold"] == spec.reconcile["match_threshold"]
     for key in ("val_ece", "val_ece_calibrated", "test_ece", "test_ece_calibrated"):
         assert 0.0 <= saved[key] <= 1.0, key
     assert saved["reconcile_settled"] + saved["reconcile_review"] == pytest.approx(1.0)

@@ -41,6 +41,9 @@ class ModelSpec:
     head: str = "softmax"  # model.head: softmax | ordinal (the net outputs class scores either way)
     temperature: float = 1.0  # probabilities = softmax(scores / temperature), fit on val
     reconcile: dict[str, Any] | None = None  # bincount.models.reconcile.Thresholds' record
+    # The same, fitted on the mean of each validation image's and its mirror's probabilities:
+    # what a server with tta=hflip decides by (absent: it falls back to "reconcile").
+    reconcile_hflip: dict[str, Any] | None = None
 
     def count_of(self, class_index: int) -> int:
         return self.counts[class_index]

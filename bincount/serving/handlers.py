@@ -20,6 +20,7 @@ calibrated probability of exactly that count) and ``verdict`` (``match``, ``mism
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -79,6 +80,8 @@ from bincount.serving.runtimes import (  # noqa: F401 (load_checked: re-exported
     with_tta,
 )
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Model:
@@ -124,16 +127,25 @@ def load_served_model(model_dir: str | Path, name: str, threads: int, tta: str) 
     runtime = with_tta(load_runtime(directory, name, threads), tta)
     transform = eval_transform(spec.image_size, spec.mean, spec.std)
     return Model(runtime=runtime, spec=spec, transform=transform,
-                 thresholds=thresholds_of(spec, directory))
+                 thresholds=thresholds_of(spec, directory, tta))
 
 
-def thresholds_of(spec: ModelSpec, model_dir: Path) -> Thresholds | None:
-    """The reconciliation thresholds of ``model.json`` (None for a model without them)."""
+def thresholds_of(spec: ModelSpec, model_dir: Path, tta: str = "none") -> Thresholds | None:
+    """The reconciliation thresholds of ``model.json`` for ``tta`` (None for a model without
+    them): with ``hflip``, those fitted on mirror-averaged probabilities where the model has
+    them (a model exported before them falls back to the plain ones, with a warning)."""
+    key, record = "reconcile", spec.reconcile
+    if tta == "hflip":
+        if spec.reconcile_hflip is not None:
+            key, record = "reconcile_hflip", spec.reconcile_hflip
+        elif spec.reconcile is not None:
+            log.warning("%s has no thresholds fitted with tta=hflip: its verdicts use those "
+                        "fitted without it (retrain to fit both)", model_dir / SPEC_FILE)
     try:
-        return Thresholds.from_record(spec.reconcile)
+        return Thresholds.from_record(record)
     except (KeyError, TypeError) as err:
         raise DataError(
-            f"{model_dir / SPEC_FILE}: \"reconcile\" is not a thresholds record "
+            f"{model_dir / SPEC_FILE}: \"{key}\" is not a thresholds record "
             f"({type(err).__name__}: {err}): fit it again with the training run") from err
 
 

@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
+import shutil
 from pathlib import Path
 
 import pytest
 from PIL import ImageOps
 
+from bincount.models.onnx import update_spec_json
+from bincount.models.reconcile import Thresholds
 from bincount.serving import handlers
 from tests.support.serving import SAMPLE_IDS, THRESHOLDS, VERDICTS, png_bytes
 
@@ -167,3 +171,29 @@ def test_hflip_averages_the_image_and_its_mirror(model_dir: Path, jpeg: bytes) -
         want = (direct["probabilities"][count] + mirrored["probabilities"][count]) / 2
         assert p == pytest.approx(want, abs=2e-6)
     assert direct["probabilities"] != mirrored["probabilities"]  # the mirror is another input
+
+
+def test_hflip_decides_by_the_thresholds_fitted_on_mirrored_images(
+    model_dir: Path, jpeg: bytes, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A training run fits the thresholds twice (plain and mirror-averaged probabilities); a
+    server with tta=hflip must not hold its verdicts to the plain ones."""
+    both = tmp_path / "both"
+    shutil.copytree(model_dir, both)
+    mirrored = Thresholds(match_threshold=0.99, mismatch_threshold=0.01,
+                          match_precision=0.95, mismatch_precision=0.95)
+    update_spec_json(both, reconcile_hflip=mirrored.to_record())
+    assert handlers.load_served_model(both, "onnx", 1, "none").thresholds == THRESHOLDS
+    served = handlers.load_served_model(both, "onnx", 1, "hflip")
+    assert served.thresholds == mirrored
+    request = handlers.input_fn(jpeg, "image/jpeg", attributes("expected=1"))
+    assert handlers.predict_fn(request, served)[0]["verdict"] == "review"  # p < 0.99
+
+    with caplog.at_level(logging.WARNING, logger="bincount.serving.handlers"):
+        older = handlers.load_served_model(model_dir, "onnx", 1, "hflip")  # no hflip record
+    assert older.thresholds == THRESHOLDS
+    assert "no thresholds fitted with tta=hflip" in caplog.text
+
+    update_spec_json(both, reconcile_hflip={"match_threshold": 0.5})
+    with pytest.raises(handlers.DataError, match='"reconcile_hflip" is not a thresholds record'):
+        handlers.load_served_model(both, "onnx", 1, "hflip")
