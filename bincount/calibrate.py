@@ -25,6 +25,8 @@ from bincount.models.calibration import (
     fit_temperature,
     reliability_figure,
 )
+from bincount.models.heads import head_loss
+from bincount.models.metrics import CountMetrics
 from bincount.models.reconcile import Thresholds, fit_thresholds, reconciliation_pairs, summarize
 
 RELIABILITY_PNG = "reliability.png"
@@ -101,6 +103,17 @@ def score_split(net: nn.Module, datamodule: Any, split: str, device: torch.devic
         raise BincountError(f"the {split} split has no readable images to calibrate on")
     return Scores(torch.cat(scores), torch.cat(labels).long(),
                   torch.cat(flipped) if mirrored else None, first)
+
+
+def split_metrics(scores: Scores, counts: list[int], head: str, split: str) -> dict[str, float]:
+    """The counting metrics of one scored split, named as the module logs them
+    (``<split>_loss``, ``<split>_acc``, ``<split>_acc_count<k>``, ...): the same numbers as a
+    Lightning validate or test pass, without running the split through the net again."""
+    metrics = CountMetrics(counts, split, sync_on_compute=False)  # the whole split is here
+    metrics.update(scores.scores, scores.labels)
+    values = {key: float(value) for key, value in metrics.compute().items()}
+    values[f"{split}_loss"] = float(head_loss(head, scores.scores, scores.labels))
+    return values
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ runtime applies it).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from bincount.calibrate import (
     reliability_plot,
     save_figure,
     score_split,
+    split_metrics,
 )
 from bincount.config import build
 from bincount.data.datamodule import BinDataModule
@@ -90,13 +92,17 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     tta = tta_choice("tta", cfg.get("tta"))  # as predict and serve check it
     model, datamodule = _load(cfg, ckpt_path)
     datamodule.check_available()
-    trainer: pl.Trainer = build(cfg.trainer, logger=False)
-    test = trainer.test(model, datamodule=datamodule, verbose=False)[0]
-    metrics = collect_metrics({"test": test}, model.counts)
+    trainer: pl.Trainer = build(cfg.trainer, logger=False)  # where the net runs
+    datamodule.prepare_data()
+    datamodule.setup("test")
 
     device = trainer.strategy.root_device
     scored = {split: score_split(model.net, datamodule, split, device, mirrored=tta == "hflip")
               for split in ("val", "test")}
+    # The counting metrics are the net's own (without TTA), as a trainer's test pass gives them.
+    plain = replace(scored["test"], mirrored=None)
+    metrics = collect_metrics({"test": split_metrics(plain, model.counts, model.hparams.head,
+                                                     "test")}, model.counts)
     calibration = fit_calibration(scored["val"], model.counts, settings)
     metrics.update(calibration_metrics(scored, calibration, model.counts))
     probs, labels = scored["test"].probs(calibration.temperature), scored["test"].labels

@@ -1,10 +1,10 @@
 """``train(cfg)``: the one training recipe, run as is by every launcher and every tuning trial.
 
 Read top to bottom: lock the output dir, seed, data, model, trainer, fit (resuming from a
-verified last.ckpt if there is one), validate and test the best checkpoint, calibrate it (the
-temperature and the reconciliation thresholds, fitted on validation), export the model, write
-metrics.json. A run that a rule stopped, or whose best validation loss is not finite,
-exports nothing and fails.
+verified last.ckpt if there is one), score val and test once with the best checkpoint (the
+metrics), calibrate it (the temperature and the reconciliation thresholds, fitted on
+validation), export the model, write metrics.json. A run that a rule stopped, or whose best
+validation loss is not finite, exports nothing and fails.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import Logger, TensorBoardLogger
@@ -30,6 +31,7 @@ from bincount.calibrate import (
     reliability_plot,
     save_figure,
     score_split,
+    split_metrics,
 )
 from bincount.callbacks.rules.base import Rule
 from bincount.checkpoints import AtomicCheckpointIO, remove_orphans, resume_checkpoint
@@ -118,25 +120,24 @@ def _train(cfg: DictConfig, output_dir: Path, settings: ReconcileSettings) -> di
         raise TrainingFailed(f"training failed: {failure}; no model was exported "
                              f"(see {output_dir / 'metrics.json'})")
 
-    # Validate and test the best checkpoint; this also loads its weights into `model`.
     best = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
-    val = trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False,
-                           weights_only=True)[0]
-    test = trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False,
-                        weights_only=True)[0]
-    metrics = collect_metrics({"val": val, "test": test}, model.counts)
-    metrics["best_checkpoint"] = best
-    metrics["epochs"] = trainer.current_epoch
-    metrics["status"] = "ok"
-
+    metrics: dict[str, Any] = {"best_checkpoint": best, "epochs": trainer.current_epoch,
+                               "status": "ok"}
     if trainer.is_global_zero:
-        # One pass over val and test with the best model: the temperature and the thresholds
-        # are fitted on val, measured on test; the first val images check the ONNX export.
-        # Val's mirrors too: a server with tta=hflip decides by thresholds fitted on those.
+        if best:  # the best checkpoint's weights are what is measured and exported
+            model.load_state_dict(torch.load(best, map_location="cpu",
+                                             weights_only=True)["state_dict"])
+        # One pass over val and test with the best model gives the metrics; the temperature
+        # and the thresholds are fitted on val, measured on test; the first val images check
+        # the ONNX export. Val's mirrors too: a server with tta=hflip decides by thresholds
+        # fitted on those.
         device = trainer.strategy.root_device
         mirrored = score_split(model.net, datamodule, "val", device, mirrored=True)
         scored = {"val": replace(mirrored, mirrored=None),
                   "test": score_split(model.net, datamodule, "test", device)}
+        metrics = {**collect_metrics({split: split_metrics(s, model.counts, model.hparams.head,
+                                                           split)
+                                      for split, s in scored.items()}, model.counts), **metrics}
         calibration = fit_calibration(scored["val"], model.counts, settings)
         hflip = fit_calibration(mirrored, model.counts, settings)
         metrics.update(calibration_metrics(scored, calibration, model.counts))

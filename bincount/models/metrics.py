@@ -16,17 +16,19 @@ class CountMetrics(nn.Module):
     ``<prefix>_acc``, ``<prefix>_rmse``, ``<prefix>_mae``, ``<prefix>_within1_acc`` and
     ``<prefix>_acc_count<k>``."""
 
-    def __init__(self, counts: Sequence[int], prefix: str) -> None:
+    def __init__(self, counts: Sequence[int], prefix: str, sync_on_compute: bool = True) -> None:
+        """``sync_on_compute=False``: one process's predictions only (no collective under DDP)."""
         super().__init__()
         n = len(counts)
         self.prefix = prefix
         self.register_buffer("counts", torch.tensor(list(counts), dtype=torch.float32))
-        self.acc = MulticlassAccuracy(num_classes=n, average="micro")
-        self.per_class = MulticlassAccuracy(num_classes=n, average="none")
-        self.rmse = MeanSquaredError(squared=False)
-        self.mae = MeanAbsoluteError()
-        self.within1 = MeanMetric()
-        self.confusion = MulticlassConfusionMatrix(num_classes=n)
+        sync = {"sync_on_compute": sync_on_compute}
+        self.acc = MulticlassAccuracy(num_classes=n, average="micro", **sync)
+        self.per_class = MulticlassAccuracy(num_classes=n, average="none", **sync)
+        self.rmse = MeanSquaredError(squared=False, **sync)
+        self.mae = MeanAbsoluteError(**sync)
+        self.within1 = MeanMetric(**sync)
+        self.confusion = MulticlassConfusionMatrix(num_classes=n, **sync)
 
     def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
         preds = logits.argmax(dim=1)
