@@ -16,6 +16,20 @@ from bincount.data.synthetic import render_synthetic
 SMALL = {"per_class": 3, "image_size": 48, "seed": 0, "counts": (1, 2, 3, 4, 5)}
 
 
+def renderers(script: str) -> list[int]:
+    """PIDs of the processes running ``script`` (the render and its forks), from /proc."""
+    found: list[int] = []
+    if not Path("/proc").is_dir():  # not Linux: nothing to look at
+        return found
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and script.encode() in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:  # it exited meanwhile
+            continue
+    return found
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill"])
 def test_an_interrupted_render_leaves_no_partial_set(
@@ -34,6 +48,11 @@ def test_an_interrupted_render_leaves_no_partial_set(
     process.send_signal(sig)
     assert process.wait(timeout=60) != 0
     assert not out.exists()  # never a half set under out_dir
+    # Its rendering processes (one per core) do not outlive it, even after SIGKILL.
+    deadline = time.monotonic() + 10
+    while renderers(script) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert renderers(script) == []
     if sig == signal.SIGINT:
         assert list(tmp_path.iterdir()) == []  # and the staging is cleaned up at once
 

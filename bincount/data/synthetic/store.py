@@ -4,6 +4,7 @@ the staging of killed renders on this host is removed by the next one."""
 
 from __future__ import annotations
 
+import ctypes
 import glob
 import io
 import json
@@ -11,8 +12,11 @@ import logging
 import multiprocessing
 import os
 import shutil
+import signal
 import socket
+import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -30,6 +34,7 @@ log = logging.getLogger(__name__)
 MARKER = "synthetic.json"
 VERSION = 3  # bump whenever the rendering changes, so cached sets are re-rendered
 ID_WIDTH = 6
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 PARALLEL_FROM = 200  # bins per rendering process at least
 SMALL_Q = 95  # quality of a bin saved at the training size: compressed once already, as drawn
 
@@ -116,7 +121,11 @@ def _remove_abandoned(out_dir: Path) -> None:
     for path in out_dir.parent.glob(f"{glob.escape(start)}*"):
         pid = path.name[len(start):].split("-")[0]
         if pid.isdigit() and not _running(int(pid)):
-            shutil.rmtree(path, ignore_errors=True)
+            for _ in range(5):  # a dying rendering process may still finish one file
+                shutil.rmtree(path, ignore_errors=True)
+                if not path.exists():
+                    break
+                time.sleep(0.1)
 
 
 def _running(pid: int) -> bool:
@@ -159,7 +168,8 @@ def _render_set(root: Path, params: dict[str, Any]) -> None:
     processes = _processes(len(jobs))
     if processes > 1:
         chunks = [jobs[k::processes] for k in range(processes)]
-        with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork")) as pool:
+        with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork"),
+                                 initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
             list(pool.map(_render_bins, [root] * processes, [params] * processes, chunks))
     else:
         _render_bins(root, params, jobs)
@@ -177,8 +187,25 @@ def _processes(bins: int) -> int:
                       else os.cpu_count() or 1, bins // PARALLEL_FROM))
 
 
+_parent: int | None = None  # in a rendering process: the render's PID
+
+
+def _die_with_parent(parent: int) -> None:
+    """A rendering process must not outlive a render killed with SIGKILL: it would go on
+    writing into the staging that the next render removes. Linux kills it with its parent;
+    elsewhere it stops at the next bin."""
+    global _parent
+    _parent = parent
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before prctl took effect
+        os._exit(1)
+
+
 def _render_bins(root: Path, params: dict[str, Any], jobs: list[tuple[int, int, int]]) -> None:
     for number, count, index in jobs:
+        if _parent is not None and os.getppid() != _parent:
+            os._exit(1)
         image_id = f"{number:0{ID_WIDTH}d}"
         rng = np.random.default_rng([params["seed"], count, index])
         image, metadata = render_bin(count, params["image_size"], rng)
