@@ -38,6 +38,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from bincount.config import build
+from bincount.cpus import usable_cpus
 
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINES = [("jpeg", "cpu"), ("jpeg", "device"), ("cache", "cpu"), ("cache", "device")]
@@ -53,8 +54,7 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    text = f"{cpu}, {cores} cores usable"
+    text = f"{cpu}, {usable_cpus()} cores usable"
     if torch.cuda.is_available():
         text += f"; GPU {torch.cuda.get_device_name(0)}"
     if hasattr(os, "getloadavg"):

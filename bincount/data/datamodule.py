@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -14,6 +13,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from bincount.cpus import usable_cpus
 from bincount.data.abid import FILE_LIST, IMAGES, DataError
 from bincount.data.cache import CachedBinDataset, cache_location, cache_ready, ensure_cache
 from bincount.data.dataset import BinImageDataset, EpochSampler, collate_bins
@@ -183,8 +183,7 @@ class BinDataModule(pl.LightningDataModule):
         workers = self.hparams.num_workers
         if workers != "auto":
             return int(workers)
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        per_process = (cpus or 1) // max(1, self.trainer.world_size if self.trainer else 1)
+        per_process = usable_cpus() // max(1, self.trainer.world_size if self.trainer else 1)
         return max(0, min(MAX_AUTO_WORKERS, per_process - 1))
 
     def setup(self, stage: str | None = None) -> None:

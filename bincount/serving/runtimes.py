@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from bincount.cpus import usable_cpus
 from bincount.data.abid import DataError
 from bincount.models.export import WEIGHTS_FILE, ModelSpec, load_model, load_spec
 from bincount.models.onnx import (
@@ -132,14 +133,6 @@ def tta_from_env() -> str:
         raise ValueError(f"environment variable {TTA_ENV} must be one of "
                          f"{', '.join(TTA_CHOICES)}, got {value!r}")
     return value
-
-
-def usable_cpus() -> int:
-    """The cores this process may run on (a container's CPU set, not the host's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def why_unusable(model_dir: Path, name: str, spec: dict[str, Any] | None = None) -> str | None:

@@ -103,12 +103,13 @@ class ExplodingTensor(Rule):
         if self.fired:
             return
         over = self.max_grad_norm is not None and total > self.max_grad_norm
+        # Per layer only for what is reported: the non-finite layers, or the largest one.
         norms = (torch.stack([g.float().norm() for g in grads]).tolist()
-                 if not math.isfinite(total) or over else [0.0] * len(grads))
+                 if not math.isfinite(total) or over else [])
         evidence: dict[str, Any] = {"loss": self.loss, "grad_norm": total}
         step = trainer.global_step
         # Under a GradScaler, non-finite gradients are expected now and then (skipped steps).
-        bad = [] if self._scaler_active(trainer) else [
+        bad = [] if self._scaler_active(trainer) or not norms else [
             (name, value) for (name, _), value in zip(params, norms, strict=True)
             if not math.isfinite(value)
         ]

@@ -4,7 +4,6 @@ the staging of killed renders on this host is removed by the next one."""
 
 from __future__ import annotations
 
-import ctypes
 import glob
 import io
 import json
@@ -12,9 +11,7 @@ import logging
 import multiprocessing
 import os
 import shutil
-import signal
 import socket
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -25,6 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from bincount.cpus import usable_cpus
 from bincount.data.abid import FILE_LIST, IMAGES, METADATA, DataError, write_file_list
 from bincount.data.synthetic.render import render_bin
 from bincount.errors import expect_int
@@ -34,7 +32,6 @@ log = logging.getLogger(__name__)
 MARKER = "synthetic.json"
 VERSION = 3  # bump whenever the rendering changes, so cached sets are re-rendered
 ID_WIDTH = 6
-PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 PARALLEL_FROM = 200  # bins per rendering process at least
 SMALL_Q = 95  # quality of a bin saved at the training size: compressed once already, as drawn
 
@@ -168,9 +165,9 @@ def _render_set(root: Path, params: dict[str, Any]) -> None:
     processes = _processes(len(jobs))
     if processes > 1:
         chunks = [jobs[k::processes] for k in range(processes)]
-        with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork"),
-                                 initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
-            list(pool.map(_render_bins, [root] * processes, [params] * processes, chunks))
+        with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork")) as pool:
+            list(pool.map(_render_bins, [root] * processes, [params] * processes, chunks,
+                          [os.getpid()] * processes))
     else:
         _render_bins(root, params, jobs)
     labels = {f"{number:0{ID_WIDTH}d}": count for number, count, _ in jobs}
@@ -183,28 +180,16 @@ def _processes(bins: int) -> int:
     where the set is large enough to pay for the processes and the platform forks."""
     if bins < PARALLEL_FROM or "fork" not in multiprocessing.get_all_start_methods():
         return 1
-    return max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                      else os.cpu_count() or 1, bins // PARALLEL_FROM))
+    return max(1, min(usable_cpus(), bins // PARALLEL_FROM))
 
 
-_parent: int | None = None  # in a rendering process: the render's PID
-
-
-def _die_with_parent(parent: int) -> None:
-    """A rendering process must not outlive a render killed with SIGKILL: it would go on
-    writing into the staging that the next render removes. Linux kills it with its parent;
-    elsewhere it stops at the next bin."""
-    global _parent
-    _parent = parent
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # it died before prctl took effect
-        os._exit(1)
-
-
-def _render_bins(root: Path, params: dict[str, Any], jobs: list[tuple[int, int, int]]) -> None:
+def _render_bins(root: Path, params: dict[str, Any], jobs: list[tuple[int, int, int]],
+                 parent: int | None = None) -> None:
+    """Render ``jobs``; in a rendering process, ``parent`` is the render's PID: once it is gone
+    (killed with SIGKILL) this process stops at the next bin instead of writing on into the
+    staging that the next render removes."""
     for number, count, index in jobs:
-        if _parent is not None and os.getppid() != _parent:
+        if parent is not None and os.getppid() != parent:
             os._exit(1)
         image_id = f"{number:0{ID_WIDTH}d}"
         rng = np.random.default_rng([params["seed"], count, index])
